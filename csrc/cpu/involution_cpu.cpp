@@ -1,0 +1,174 @@
+// CPU backend: picks the kernel build for this CPU, allocates outputs in the input's
+// memory format and hands raw pointers + strides to the kernels (kernels_isa.cpp).
+#include "cpu/involution_cpu.h"
+
+#include "cpu/kernels.h"
+#include "shape_check.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <tuple>
+
+namespace involution::cpu {
+namespace {
+
+enum class Isa : int { Default = 0, Avx2 = 1, Avx512 = 2 };
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "default";
+  }
+}
+
+bool isa_available(Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::Avx512:
+#ifdef INVOLUTION_HAVE_ISA_AVX512
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+      return false;
+#endif
+    case Isa::Avx2:
+#ifdef INVOLUTION_HAVE_ISA_AVX2
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+#else
+      return false;
+#endif
+    default: return true;
+  }
+#else
+  return isa == Isa::Default;
+#endif
+}
+
+Isa best_isa() {
+  for (Isa isa : {Isa::Avx512, Isa::Avx2})
+    if (isa_available(isa)) return isa;
+  return Isa::Default;
+}
+
+Isa parse_isa(const std::string& name) {
+  if (name == "auto") return best_isa();
+  for (Isa isa : {Isa::Default, Isa::Avx2, Isa::Avx512}) {
+    if (name == isa_name(isa)) {
+      TORCH_CHECK(isa_available(isa), "involution: CPU instruction set '", name,
+                  "' is not available (not compiled in, or not supported by this CPU)");
+      return isa;
+    }
+  }
+  TORCH_CHECK(false, "involution: unknown CPU instruction set '", name,
+              "'; expected auto, default, avx2 or avx512");
+}
+
+Isa initial_isa() {
+  const char* env = std::getenv("INVOLUTION_CPU_ISA");
+  return env != nullptr && env[0] != '\0' ? parse_isa(env) : best_isa();
+}
+
+std::atomic<int>& active_isa() {
+  static std::atomic<int> isa{static_cast<int>(initial_isa())};
+  return isa;
+}
+
+template <typename T>
+View4<T> view4(const at::Tensor& t) {
+  return {static_cast<T*>(t.data_ptr()), {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}};
+}
+template <typename T>
+View6<T> view6(const at::Tensor& t) {
+  return {static_cast<T*>(t.data_ptr()),
+          {t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4), t.stride(5)}};
+}
+
+// Calls the kernel `name` of the active ISA build (only builds compiled in are named).
+#ifdef INVOLUTION_HAVE_ISA_AVX512
+#define INVOLUTION_CASE_AVX512(name, ...) \
+  case Isa::Avx512: isa_avx512::name<scalar_t>(__VA_ARGS__); break;
+#else
+#define INVOLUTION_CASE_AVX512(name, ...)
+#endif
+#ifdef INVOLUTION_HAVE_ISA_AVX2
+#define INVOLUTION_CASE_AVX2(name, ...) \
+  case Isa::Avx2: isa_avx2::name<scalar_t>(__VA_ARGS__); break;
+#else
+#define INVOLUTION_CASE_AVX2(name, ...)
+#endif
+#define INVOLUTION_CALL_ISA(name, ...)                             \
+  do {                                                             \
+    switch (static_cast<Isa>(active_isa().load())) {               \
+      INVOLUTION_CASE_AVX512(name, __VA_ARGS__)                    \
+      INVOLUTION_CASE_AVX2(name, __VA_ARGS__)                      \
+      default: isa_default::name<scalar_t>(__VA_ARGS__); break;    \
+    }                                                              \
+  } while (0)
+
+at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                       at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const Geometry g = check_forward_args("involution::forward", input, weight, stride, padding,
+                                        dilation);
+  TORCH_CHECK(input.is_cpu(), "involution::forward: CPU kernel got a ", input.device(),
+              " tensor");
+  at::Tensor out = at::empty({g.B, g.C, g.Ho, g.Wo},
+                             input.options().memory_format(input.suggest_memory_format()));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "involution_forward_cpu", [&] {
+    INVOLUTION_CALL_ISA(forward, g, view4<const scalar_t>(input), view6<const scalar_t>(weight),
+                        view4<scalar_t>(out));
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_output,
+                                                const at::Tensor& input, const at::Tensor& weight,
+                                                at::IntArrayRef stride, at::IntArrayRef padding,
+                                                at::IntArrayRef dilation,
+                                                std::array<bool, 2> output_mask) {
+  const Geometry g = check_backward_args(grad_output, input, weight, stride, padding, dilation);
+  TORCH_CHECK(input.is_cpu(), "involution::backward: CPU kernel got a ", input.device(),
+              " tensor");
+  at::Tensor grad_input, grad_weight;
+  if (output_mask[0])
+    grad_input = at::empty(input.sizes(),
+                           input.options().memory_format(input.suggest_memory_format()));
+  if (output_mask[1]) grad_weight = at::empty_like(weight);
+  if (g.B == 0) return {grad_input, grad_weight};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "involution_backward_cpu", [&] {
+    if (grad_input.defined() && grad_input.numel() > 0)
+      INVOLUTION_CALL_ISA(grad_input, g, view4<const scalar_t>(grad_output),
+                          view6<const scalar_t>(weight), view4<scalar_t>(grad_input));
+    if (grad_weight.defined())
+      INVOLUTION_CALL_ISA(grad_weight, g, view4<const scalar_t>(grad_output),
+                          view4<const scalar_t>(input), view6<scalar_t>(grad_weight));
+  });
+  return {grad_input, grad_weight};
+}
+
+}  // namespace
+
+std::string cpu_isa(const std::string& requested) {
+  if (!requested.empty()) active_isa().store(static_cast<int>(parse_isa(requested)));
+  return isa_name(static_cast<Isa>(active_isa().load()));
+}
+
+TORCH_LIBRARY_IMPL(involution, CPU, m) {
+  m.impl("forward", &forward_cpu);
+  m.impl("backward", &backward_cpu);
+}
+
+}  // namespace involution::cpu

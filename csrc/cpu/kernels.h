@@ -1,0 +1,50 @@
+// CPU kernel interface. The bodies live in kernels_isa.cpp, which CMake compiles once
+// per instruction set into its own namespace (isa_default, isa_avx2, isa_avx512);
+// involution_cpu.cpp picks one at run time. Kernels see raw pointers and element
+// strides only, so any memory layout is read in place.
+#pragma once
+
+#include "shape_check.h"
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+
+namespace involution::cpu {
+
+struct Strides4 {
+  int64_t b, c, h, w;
+};
+struct Strides6 {
+  int64_t b, g, u, v, i, j;
+};
+
+template <typename T>
+struct View4 {
+  T* data;
+  Strides4 s;
+};
+template <typename T>
+struct View6 {
+  T* data;
+  Strides6 s;
+};
+
+#define INVOLUTION_DECLARE_CPU_KERNELS(ns)                                                    \
+  namespace ns {                                                                              \
+  template <typename T>                                                                       \
+  void forward(const Geometry& g, View4<const T> input, View6<const T> weight, View4<T> out);  \
+  template <typename T>                                                                       \
+  void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weight,          \
+                  View4<T> grad_in);                                                          \
+  template <typename T>                                                                       \
+  void grad_weight(const Geometry& g, View4<const T> grad_out, View4<const T> input,           \
+                   View6<T> grad_w);                                                          \
+  }
+
+INVOLUTION_DECLARE_CPU_KERNELS(isa_default)
+INVOLUTION_DECLARE_CPU_KERNELS(isa_avx2)
+INVOLUTION_DECLARE_CPU_KERNELS(isa_avx512)
+
+}  // namespace involution::cpu

@@ -1,0 +1,419 @@
+// Involution CPU kernels, compiled once per instruction set (see cmake/CpuIsa.cmake).
+//
+// Design (measured notes in shared/design/cpu-kernels.md):
+// * A task is (batch, group, block of rows). It stages the rows it needs of the group's
+//   channels into a small per-thread buffer in the accumulator type, with a zero halo
+//   and with strided columns split into phases. The inner loops then have no bounds
+//   checks, every load is a plain contiguous vector load, and any input layout
+//   (NCHW, channels_last, arbitrary strides) and dtype is handled in the staging alone.
+//   Extra memory is O(threads x tile), never an unfold buffer.
+// * Vectors run along output columns; a block of up to 16 channels of one group keeps
+//   its accumulators in registers, so each weight vector feeds one FMA per channel.
+// * Every output element is computed by exactly one task in a fixed order (grad_input
+//   is a gather, grad_weight reduces channels inside its task), so results are bitwise
+//   identical run to run and for any thread count. No atomics.
+#include "cpu/kernels.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#ifndef INVOLUTION_ISA
+#error "INVOLUTION_ISA must name the instruction-set namespace suffix"
+#endif
+#ifndef INVOLUTION_VEC_BYTES
+#error "INVOLUTION_VEC_BYTES must give the vector width in bytes"
+#endif
+
+#define INVOLUTION_CAT_(a, b) a##b
+#define INVOLUTION_CAT(a, b) INVOLUTION_CAT_(a, b)
+#define INVOLUTION_NS INVOLUTION_CAT(isa_, INVOLUTION_ISA)
+
+namespace involution::cpu::INVOLUTION_NS {
+namespace {
+
+constexpr int kVecBytes = INVOLUTION_VEC_BYTES;
+// Accumulators of one channel block, plus a weight and an input vector, must fit in
+// the register file: 32 registers with AVX-512, 16 below it.
+constexpr int kMaxChannelBlock = kVecBytes >= 64 ? 16 : 8;
+
+// fp16/bf16 accumulate in fp32, fp64 in fp64.
+template <typename T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// GCC/Clang vector extensions: the compiler maps them onto the ISA this file is built for.
+template <typename A>
+struct VecOf {
+  typedef A type __attribute__((vector_size(kVecBytes)));
+};
+template <typename A>
+using Vec = typename VecOf<A>::type;
+template <typename A>
+constexpr int64_t kLanes = kVecBytes / sizeof(A);
+
+template <typename A>
+inline Vec<A> load(const A* p) {
+  Vec<A> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename A>
+inline void store(A* p, const Vec<A>& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+inline int64_t ceil_div(int64_t a, int64_t b) {  // b > 0
+  return -floor_div(-a, b);
+}
+inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
+
+// dst[k] = src[(col0 + k * step) * col_stride] where 0 <= col0 + k*step < ncols, else 0,
+// for k in [0, width). src == nullptr stages a row of zeros (a row in the padding).
+template <typename T, typename A>
+void stage_line(A* dst, int64_t width, const T* src, int64_t col0, int64_t step,
+                int64_t col_stride, int64_t ncols) {
+  int64_t lo = 0, hi = 0;  // valid k in [lo, hi)
+  if (src != nullptr && col0 < ncols) {
+    lo = col0 >= 0 ? 0 : ceil_div(-col0, step);
+    hi = std::min(width, floor_div(ncols - 1 - col0, step) + 1);
+    lo = std::min(lo, hi);
+  }
+  std::fill(dst, dst + lo, A(0));
+  if (step == 1 && col_stride == 1) {
+    const T* s = src + col0;
+    for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k]);
+  } else {
+    const int64_t jump = step * col_stride;
+    const T* s = src + col0 * col_stride;
+    for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k * jump]);
+  }
+  std::fill(dst + hi, dst + width, A(0));
+}
+
+// Writes the first n lanes of v to dst[l * stride], converting to T.
+template <typename A, typename T>
+inline void store_lanes(T* dst, int64_t stride, const Vec<A>& v, int64_t n) {
+  if constexpr (std::is_same_v<T, A>) {
+    if (stride == 1 && n == kLanes<A>) {
+      store(dst, v);
+      return;
+    }
+  }
+  alignas(kVecBytes) A tmp[kLanes<A>];
+  store(tmp, v);
+  for (int64_t l = 0; l < n; ++l) dst[l * stride] = static_cast<T>(tmp[l]);
+}
+
+// Calls body(std::integral_constant<int, CB>, c0) over [0, channels) in blocks of
+// kMaxChannelBlock, then 8, 4, 2, 1 — so accumulators are compile-time arrays.
+template <typename Body>
+inline void for_each_channel_block(int64_t channels, Body&& body) {
+  int64_t c0 = 0;
+  auto run = [&](auto cb) {
+    constexpr int CB = decltype(cb)::value;
+    for (; channels - c0 >= CB; c0 += CB) body(cb, c0);
+  };
+  run(std::integral_constant<int, kMaxChannelBlock>{});
+  if constexpr (kMaxChannelBlock > 8) run(std::integral_constant<int, 8>{});
+  run(std::integral_constant<int, 4>{});
+  run(std::integral_constant<int, 2>{});
+  run(std::integral_constant<int, 1>{});
+}
+
+// Rows per task: as many as 8 (less re-staging of the K-1 halo rows), but keep enough
+// tasks to occupy every thread.
+inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows) {
+  const int64_t want_tasks = 4 * static_cast<int64_t>(at::get_num_threads());
+  int64_t r = 8;
+  while (r > 1 && outer_tasks * ceil_div(rows, r) < want_tasks) r /= 2;
+  return std::max<int64_t>(1, std::min(r, rows));
+}
+
+// Input rows of one group staged for a block of output rows, shared by the forward
+// and grad_weight kernels. Layout [channel][row][phase][column]; column k of phase q
+// holds input column k*stride_w + q - pad_w, so output column j with tap v reads
+// column j + (v*dil_w)/stride_w of phase (v*dil_w)%stride_w: contiguous in j.
+template <typename T, typename A>
+struct StagedInput {
+  const Geometry& g;
+  int64_t row_width;  // columns per (row, phase): padded output width + tap shift
+  int64_t rows;       // input rows spanned by the block
+  int64_t channel_stride;
+  std::vector<A> buf;
+  std::vector<int64_t> tap_offset;  // per (u, v): offset of the tap's first column
+
+  StagedInput(const Geometry& geom, int64_t padded_wo, int64_t max_rows_per_task)
+      : g(geom), tap_offset(geom.Kh * geom.Kw) {
+    row_width = padded_wo + ((g.Kw - 1) * g.dil_w) / g.stride_w;
+    const int64_t max_rows = (max_rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
+    buf.resize(g.channels_per_group() * max_rows * g.stride_w * row_width);
+    for (int64_t u = 0; u < g.Kh; ++u)
+      for (int64_t v = 0; v < g.Kw; ++v) {
+        const int64_t t = v * g.dil_w;
+        tap_offset[u * g.Kw + v] = (u * g.dil_h * g.stride_w + t % g.stride_w) * row_width +
+                                   t / g.stride_w;
+      }
+  }
+
+  // Stages rows for output rows [i0, i1) of group `grp` in batch b.
+  void stage(View4<const T> x, int64_t b, int64_t grp, int64_t i0, int64_t i1) {
+    rows = (i1 - 1 - i0) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
+    channel_stride = rows * g.stride_w * row_width;
+    const int64_t h0 = i0 * g.stride_h - g.pad_h;
+    const int64_t cg = g.channels_per_group();
+    for (int64_t c = 0; c < cg; ++c) {
+      const T* plane = x.data + b * x.s.b + (grp * cg + c) * x.s.c;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t h = h0 + r;
+        const T* row = (h >= 0 && h < g.H) ? plane + h * x.s.h : nullptr;
+        for (int64_t q = 0; q < g.stride_w; ++q)
+          stage_line(&buf[c * channel_stride + (r * g.stride_w + q) * row_width], row_width, row,
+                     q - g.pad_w, g.stride_w, x.s.w, g.W);
+      }
+    }
+  }
+  // Offset of channel 0's input for output row i0 + local_row and tap (u, v), column 0.
+  int64_t offset(int64_t local_row, int64_t tap) const {
+    return local_row * g.stride_h * g.stride_w * row_width + tap_offset[tap];
+  }
+};
+
+// ---------------------------------------------------------------- forward ----------
+
+template <typename T>
+void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T> y) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A>;
+  const int64_t cg = g.channels_per_group();
+  const int64_t taps = g.Kh * g.Kw;
+  const int64_t wo_padded = round_up(g.Wo, VL);
+  const int64_t R = rows_per_task(g.B * g.G, g.Ho);
+  const int64_t row_blocks = ceil_div(g.Ho, R);
+  const int64_t wo_bytes = g.Wo * static_cast<int64_t>(sizeof(T));
+
+  at::parallel_for(0, g.B * g.G * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    StagedInput<T, A> xs(g, wo_padded, R);
+    std::vector<A> wrow(taps * wo_padded);  // weights of one output row, zero tail
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / (g.G * row_blocks);
+      const int64_t grp = (task / row_blocks) % g.G;
+      const int64_t i0 = (task % row_blocks) * R, i1 = std::min(g.Ho, i0 + R);
+      xs.stage(x, b, grp, i0, i1);
+      const T* wplane = w.data + b * w.s.b + grp * w.s.g;
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          const T* src = wplane + (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v + i * w.s.i;
+          stage_line(&wrow[tap * wo_padded], wo_padded, src, 0, 1, w.s.j, g.Wo);
+          // The weight is 49 concurrent streams for K=7, more than the hardware
+          // prefetcher follows: fetch the next row's segments by hand.
+          if (w.s.j == 1 && i + 1 < i1)
+            for (int64_t off = 0; off < wo_bytes; off += 64)
+              __builtin_prefetch(reinterpret_cast<const char*>(src + w.s.i) + off);
+        }
+        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+          constexpr int CB = decltype(cb)::value;
+          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
+          T* yrow = y.data + b * y.s.b + (grp * cg + c0) * y.s.c + i * y.s.h;
+          for (int64_t j = 0; j < wo_padded; j += VL) {
+            Vec<A> acc[CB] = {};
+            for (int64_t tap = 0; tap < taps; ++tap) {
+              const Vec<A> wv = load(&wrow[tap * wo_padded + j]);
+              const A* xp = xrow + xs.offset(i - i0, tap) + j;
+#pragma GCC unroll 16
+              for (int c = 0; c < CB; ++c) acc[c] += wv * load(xp + c * xs.channel_stride);
+            }
+            const int64_t n = std::min(VL, g.Wo - j);
+#pragma GCC unroll 16
+            for (int c = 0; c < CB; ++c) store_lanes<A>(yrow + c * y.s.c + j * y.s.w, y.s.w, acc[c], n);
+          }
+        });
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------ grad_weight ----------
+// grad_w[b,g,u,v,i,j] = sum_{c in g} grad_y[b,c,i,j] * x[b,c,i*s-p+u*d, j*s-p+v*d]
+
+template <typename T>
+void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, View6<T> gw) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A>;
+  const int64_t cg = g.channels_per_group();
+  const int64_t taps = g.Kh * g.Kw;
+  const int64_t wo_padded = round_up(g.Wo, VL);
+  const int64_t R = rows_per_task(g.B * g.G, g.Ho);
+  const int64_t row_blocks = ceil_div(g.Ho, R);
+
+  at::parallel_for(0, g.B * g.G * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    StagedInput<T, A> xs(g, wo_padded, R);
+    std::vector<A> gyrow(cg * wo_padded);    // grad_y of one output row, per channel
+    std::vector<A> gwrow(taps * wo_padded);  // grad_w of one output row, per tap
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / (g.G * row_blocks);
+      const int64_t grp = (task / row_blocks) % g.G;
+      const int64_t i0 = (task % row_blocks) * R, i1 = std::min(g.Ho, i0 + R);
+      xs.stage(x, b, grp, i0, i1);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t c = 0; c < cg; ++c)
+          stage_line(&gyrow[c * wo_padded], wo_padded,
+                     gy.data + b * gy.s.b + (grp * cg + c) * gy.s.c + i * gy.s.h, 0, 1, gy.s.w,
+                     g.Wo);
+        bool first_block = true;
+        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+          constexpr int CB = decltype(cb)::value;
+          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
+          for (int64_t j = 0; j < wo_padded; j += VL) {
+            Vec<A> gyv[CB];
+#pragma GCC unroll 16
+            for (int c = 0; c < CB; ++c) gyv[c] = load(&gyrow[(c0 + c) * wo_padded + j]);
+            for (int64_t tap = 0; tap < taps; ++tap) {
+              const A* xp = xrow + xs.offset(i - i0, tap) + j;
+              // Two partial sums halve the FMA dependency chain; the order is fixed.
+              Vec<A> s0 = gyv[0] * load(xp), s1 = {};
+#pragma GCC unroll 16
+              for (int c = 1; c < CB; ++c) {
+                const Vec<A> p = gyv[c] * load(xp + c * xs.channel_stride);
+                if (c % 2) s1 += p; else s0 += p;
+              }
+              A* out = &gwrow[tap * wo_padded + j];
+              store(out, first_block ? s0 + s1 : load(out) + (s0 + s1));
+            }
+          }
+          first_block = false;
+        });
+        T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          T* d = dst + (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
+          for (int64_t j = 0; j < g.Wo; j += VL)
+            store_lanes<A>(d + j * gw.s.j, gw.s.j, load(&gwrow[tap * wo_padded + j]),
+                        std::min(VL, g.Wo - j));
+        }
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------- grad_input ----------
+// grad_x[b,c,h,w] = sum over taps (u,v) with (h+p-u*d) % s == 0 and (w+p-v*d) % s == 0 of
+//   weight[b,g,u,v,i,j] * grad_y[b,c,i,j],  i = (h+p-u*d)/s, j = (w+p-v*d)/s.
+// A gather: each task owns a block of input rows. Columns are visited per residue
+// rw = w mod stride_w, where the valid taps are the same for every column and
+// j = t + offset(v) is contiguous in t = w / stride_w — so the loop vectorizes over t.
+
+template <typename T>
+void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, View4<T> gx) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A>;
+  const int64_t cg = g.channels_per_group();
+  const int64_t taps = g.Kh * g.Kw;
+  const int64_t sh = g.stride_h, sw = g.stride_w;
+  const int64_t t_padded = round_up(ceil_div(g.W, sw), VL);
+  // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
+  const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
+  const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
+  const int64_t R = rows_per_task(g.B * g.G, g.H);
+  const int64_t row_blocks = ceil_div(g.H, R);
+  const int64_t max_out_rows = (R - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
+
+  at::parallel_for(0, g.B * g.G * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> gybuf(cg * max_out_rows * staged_width);
+    std::vector<A> wbuf(taps * max_out_rows * staged_width);
+    std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / (g.G * row_blocks);
+      const int64_t grp = (task / row_blocks) % g.G;
+      const int64_t h0 = (task % row_blocks) * R, h1 = std::min(g.H, h0 + R);
+      // Output rows that touch input rows [h0, h1).
+      const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
+      const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
+      const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
+      const int64_t gy_cstride = ni * staged_width;
+      for (int64_t c = 0; c < cg; ++c)
+        for (int64_t r = 0; r < ni; ++r)
+          stage_line(&gybuf[c * gy_cstride + r * staged_width], staged_width,
+                     gy.data + b * gy.s.b + (grp * cg + c) * gy.s.c + (ilo + r) * gy.s.h, col_lo,
+                     1, gy.s.w, g.Wo);
+      const T* wplane = w.data + b * w.s.b + grp * w.s.g;
+      for (int64_t tap = 0; tap < taps; ++tap)
+        for (int64_t r = 0; r < ni; ++r)
+          stage_line(&wbuf[(tap * ni + r) * staged_width], staged_width,
+                     wplane + (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v + (ilo + r) * w.s.i,
+                     col_lo, 1, w.s.j, g.Wo);
+
+      for (int64_t h = h0; h < h1; ++h) {
+        for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
+          int64_t ntaps = 0;
+          for (int64_t u = 0; u < g.Kh; ++u) {
+            const int64_t num_h = h + g.pad_h - u * g.dil_h;
+            if (floor_div(num_h, sh) * sh != num_h) continue;
+            const int64_t i = num_h / sh;
+            if (i < ilo || i > ihi) continue;
+            for (int64_t v = 0; v < g.Kw; ++v) {
+              const int64_t num_w = rw + g.pad_w - v * g.dil_w;
+              if (floor_div(num_w, sw) * sw != num_w) continue;
+              const int64_t k = floor_div(num_w, sw) - col_lo;
+              w_off[ntaps] = ((u * g.Kw + v) * ni + (i - ilo)) * staged_width + k;
+              gy_off[ntaps] = (i - ilo) * staged_width + k;
+              ++ntaps;
+            }
+          }
+          const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
+          for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+            constexpr int CB = decltype(cb)::value;
+            const A* gyc = gybuf.data() + c0 * gy_cstride;
+            T* dst = gx.data + b * gx.s.b + (grp * cg + c0) * gx.s.c + h * gx.s.h + rw * gx.s.w;
+            for (int64_t t = 0; t < count; t += VL) {
+              Vec<A> acc[CB] = {};
+              for (int64_t n = 0; n < ntaps; ++n) {
+                const Vec<A> wv = load(&wbuf[w_off[n] + t]);
+                const A* gp = gyc + gy_off[n] + t;
+#pragma GCC unroll 16
+                for (int c = 0; c < CB; ++c) acc[c] += wv * load(gp + c * gy_cstride);
+              }
+              const int64_t m = std::min(VL, count - t);
+#pragma GCC unroll 16
+              for (int c = 0; c < CB; ++c)
+                store_lanes<A>(dst + c * gx.s.c + t * sw * gx.s.w, sw * gx.s.w, acc[c], m);
+            }
+          });
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void forward(const Geometry& g, View4<const T> input, View6<const T> weight, View4<T> out) {
+  forward_impl<T>(g, input, weight, out);
+}
+template <typename T>
+void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weight,
+                View4<T> grad_in) {
+  grad_input_impl<T>(g, grad_out, weight, grad_in);
+}
+template <typename T>
+void grad_weight(const Geometry& g, View4<const T> grad_out, View4<const T> input,
+                 View6<T> grad_w) {
+  grad_weight_impl<T>(g, grad_out, input, grad_w);
+}
+
+#define INVOLUTION_INSTANTIATE(T)                                                  \
+  template void forward<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>);    \
+  template void grad_input<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>); \
+  template void grad_weight<T>(const Geometry&, View4<const T>, View4<const T>, View6<T>);
+INVOLUTION_INSTANTIATE(float)
+INVOLUTION_INSTANTIATE(double)
+INVOLUTION_INSTANTIATE(c10::Half)
+INVOLUTION_INSTANTIATE(c10::BFloat16)
+#undef INVOLUTION_INSTANTIATE
+
+}  // namespace involution::cpu::INVOLUTION_NS

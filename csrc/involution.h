@@ -1,0 +1,27 @@
+// Public C++ entry points of the involution op library. They call through the
+// dispatcher, so autograd, autocast and every backend apply exactly as they do from
+// Python's torch.ops.involution.*.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+#include <array>
+#include <tuple>
+
+namespace involution {
+
+// Y[b,c,i,j] = sum_{u,v} weight[b, c/(C/G), u, v, i, j] * input[b, c, i*s-p+u*d, j*s-p+v*d]
+// input (B, C, H, W); weight (B, G, Kh, Kw, Ho, Wo); returns (B, C, Ho, Wo) in the
+// input's memory format.
+at::Tensor forward(const at::Tensor& input, const at::Tensor& weight,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation);
+
+// Gradients of forward(); output_mask = {want grad_input, want grad_weight}. A gradient
+// that is not asked for is returned undefined.
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                            const at::Tensor& weight, at::IntArrayRef stride,
+                                            at::IntArrayRef padding, at::IntArrayRef dilation,
+                                            std::array<bool, 2> output_mask);
+
+}  // namespace involution

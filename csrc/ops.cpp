@@ -1,0 +1,42 @@
+// The op schemas (the public contract) and the C++ entry points that call them
+// through the dispatcher. Backends register kernels for these schemas in cpu/ and
+// cuda/; autograd.cpp and autocast.cpp wrap them.
+#include "involution.h"
+
+#include "cpu/involution_cpu.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+namespace involution {
+
+at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                   at::IntArrayRef padding, at::IntArrayRef dilation) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("involution::forward", "")
+                       .typed<decltype(forward)>();
+  return op.call(input, weight, stride, padding, dilation);
+}
+
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                            const at::Tensor& weight, at::IntArrayRef stride,
+                                            at::IntArrayRef padding, at::IntArrayRef dilation,
+                                            std::array<bool, 2> output_mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("involution::backward", "")
+                       .typed<decltype(backward)>();
+  return op.call(grad_output, input, weight, stride, padding, dilation, output_mask);
+}
+
+TORCH_LIBRARY(involution, m) {
+  m.def(
+      "forward(Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] dilation) "
+      "-> Tensor");
+  m.def(
+      "backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool[2] output_mask) -> (Tensor grad_input, Tensor grad_weight)");
+  // Diagnostics: query or select the CPU kernels' instruction set (tests run each one).
+  m.def("_cpu_isa(str requested='') -> str", &cpu::cpu_isa);
+}
+
+}  // namespace involution

@@ -1,0 +1,51 @@
+"""involution_ext: fast involution (Li et al., CVPR 2021) for PyTorch.
+
+``import involution_ext`` loads the C++ op library, which registers
+``torch.ops.involution.forward`` and ``torch.ops.involution.backward`` (with C++ autograd,
+autocast and fake kernels for torch.compile / torch.export).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._library import library_path, load_library
+
+_LIBRARY_PATH = load_library()
+
+from . import _meta  # noqa: E402
+
+_meta.register()
+
+from . import functional, reference  # noqa: E402
+from .functional import involution2d  # noqa: E402
+
+
+def build_info() -> dict:
+    """Build facts: package and torch versions built against, OpenMP, CPU instruction
+    sets compiled in (and the one in use), CUDA."""
+    from ._library import _build_info
+
+    info = _build_info()
+    info["library"] = str(_LIBRARY_PATH)
+    info["cpu_isa_active"] = cpu_isa()
+    info["torch_runtime_version"] = torch_version()
+    return info
+
+
+def cpu_isa(requested: str = "") -> str:
+    """Returns the instruction set the CPU kernels use; ``requested`` ("auto", "default",
+    "avx2", "avx512") selects one first. The environment variable INVOLUTION_CPU_ISA sets
+    the initial choice."""
+    import torch
+
+    return torch.ops.involution._cpu_isa(requested)
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+__all__ = ["involution2d", "functional", "reference", "build_info", "cpu_isa", "library_path"]
