@@ -80,14 +80,23 @@ void stage_line(A* dst, int64_t width, const T* src, int64_t col0, int64_t step,
                 int64_t col_stride, int64_t ncols) {
   int64_t lo = 0, hi = 0;  // valid k in [lo, hi)
   if (src != nullptr && col0 < ncols) {
-    lo = col0 >= 0 ? 0 : ceil_div(-col0, step);
-    hi = std::min(width, floor_div(ncols - 1 - col0, step) + 1);
+    if (step == 1) {  // the common case, without integer divisions
+      lo = std::max<int64_t>(0, -col0);
+      hi = std::min(width, ncols - col0);
+    } else {
+      lo = col0 >= 0 ? 0 : ceil_div(-col0, step);
+      hi = std::min(width, floor_div(ncols - 1 - col0, step) + 1);
+    }
     lo = std::min(lo, hi);
   }
   std::fill(dst, dst + lo, A(0));
   if (step == 1 && col_stride == 1) {
     const T* s = src + col0;
-    for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k]);
+    if constexpr (std::is_same_v<T, A>) {
+      if (hi > lo) std::memcpy(dst + lo, s + lo, (hi - lo) * sizeof(A));
+    } else {
+      for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k]);
+    }
   } else {
     const int64_t jump = step * col_stride;
     const T* s = src + col0 * col_stride;
@@ -197,9 +206,21 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
   const int64_t row_blocks = ceil_div(g.Ho, R);
   const int64_t wo_bytes = g.Wo * static_cast<int64_t>(sizeof(T));
 
+  // fp32/fp64 weights with unit column stride are read in place, whole vectors even
+  // past the row end: lanes j >= Wo only feed output lanes that are never stored. A
+  // row is staged (converted, zero tail) when its dtype or stride differs, or when a
+  // vector read would leave the weight tensor's footprint.
+  const bool direct = std::is_same_v<T, A> && w.s.j == 1;
+  const T* w_end = w.data + 1 + (g.B - 1) * w.s.b + (g.G - 1) * w.s.g + (g.Kh - 1) * w.s.u +
+                   (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
+
   at::parallel_for(0, g.B * g.G * row_blocks, 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, R);
-    std::vector<A> wrow(taps * wo_padded);  // weights of one output row, zero tail
+    std::vector<A> wrow(taps * wo_padded);  // staged weights of one output row
+    std::vector<const A*> wp(taps);          // per tap: weights of the current row
+    std::vector<int64_t> w_tap_offset(taps);
+    for (int64_t tap = 0; tap < taps; ++tap)
+      w_tap_offset[tap] = (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (g.G * row_blocks);
       const int64_t grp = (task / row_blocks) % g.G;
@@ -208,13 +229,20 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
       const T* wplane = w.data + b * w.s.b + grp * w.s.g;
       for (int64_t i = i0; i < i1; ++i) {
         for (int64_t tap = 0; tap < taps; ++tap) {
-          const T* src = wplane + (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v + i * w.s.i;
+          const T* src = wplane + w_tap_offset[tap] + i * w.s.i;
+          if constexpr (std::is_same_v<T, A>) {
+            if (direct && src + wo_padded <= w_end) {
+              wp[tap] = src;
+              // The weight is 49 concurrent streams for K=7, more than the hardware
+              // prefetcher follows: fetch the next row's segments by hand.
+              if (i + 1 < i1)
+                for (int64_t off = 0; off < wo_bytes; off += 64)
+                  __builtin_prefetch(reinterpret_cast<const char*>(src + w.s.i) + off);
+              continue;
+            }
+          }
           stage_line(&wrow[tap * wo_padded], wo_padded, src, 0, 1, w.s.j, g.Wo);
-          // The weight is 49 concurrent streams for K=7, more than the hardware
-          // prefetcher follows: fetch the next row's segments by hand.
-          if (w.s.j == 1 && i + 1 < i1)
-            for (int64_t off = 0; off < wo_bytes; off += 64)
-              __builtin_prefetch(reinterpret_cast<const char*>(src + w.s.i) + off);
+          wp[tap] = &wrow[tap * wo_padded];
         }
         for_each_channel_block(cg, [&](auto cb, int64_t c0) {
           constexpr int CB = decltype(cb)::value;
@@ -223,7 +251,7 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
           for (int64_t j = 0; j < wo_padded; j += VL) {
             Vec<A> acc[CB] = {};
             for (int64_t tap = 0; tap < taps; ++tap) {
-              const Vec<A> wv = load(&wrow[tap * wo_padded + j]);
+              const Vec<A> wv = load(wp[tap] + j);
               const A* xp = xrow + xs.offset(i - i0, tap) + j;
 #pragma GCC unroll 16
               for (int c = 0; c < CB; ++c) acc[c] += wv * load(xp + c * xs.channel_stride);

@@ -1,0 +1,282 @@
+"""Op benchmark: involution vs the unfold formulation, a depthwise 7x7 conv and a dense
+3x3 conv, at RedNet's stage shapes, measured side by side in one run.
+
+Prints a table of times and ratios (never asserts), the achieved bandwidth against a
+copy measured in the same run, and the peak extra memory; writes JSON and a PNG plot
+under benchmarks/results/.
+
+    python benchmarks/bench_ops.py                 # CPU, fp32 + bf16, both layouts
+    python benchmarks/bench_ops.py --quick         # fewer repetitions, fp32 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import involution_ext
+from involution_ext.reference import involution2d_unfold
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# RedNet stages: (channels, spatial size, stride); 16 channels per group, K=7.
+STAGES = [(64, 56, 1), (128, 28, 1), (256, 14, 1), (512, 7, 1), (128, 56, 2)]
+GROUP_CHANNELS = 16
+K = 7
+
+
+@dataclass
+class Row:
+    shape: str
+    layout: str
+    dtype: str
+    pass_: str
+    times_ms: dict = field(default_factory=dict)
+    spread_ms: dict = field(default_factory=dict)
+    peak_extra_mb: dict = field(default_factory=dict)
+    gbps: float = 0.0
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, min_reps, budget_s):
+    """Median and spread (max - min of the middle half) in ms after a warm-up."""
+    fn()
+    fn()
+    sync(device)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 200):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    q = len(times) // 4
+    mid = times[q : len(times) - q] or times
+    return statistics.median(times), mid[-1] - mid[0]
+
+
+def _rss_kb(field_name):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_extra_mb(fn, device):
+    """Peak memory the call adds on top of what was resident before it, in MB."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:  # Linux: writing 5 to clear_refs resets the peak-RSS mark (VmHWM).
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return float("nan")
+    base = _rss_kb("VmRSS:")
+    fn()
+    return max(0, _rss_kb("VmHWM:") - base) / 1024
+
+
+def copy_bandwidth_gbps(device, nbytes=256 * 2**20):
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    t, _ = timeit(lambda: dst.copy_(src), device, 10, 1.0)
+    return 2 * nbytes / (t * 1e-3) / 1e9  # read + write
+
+
+def make_inputs(C, H, stride, dtype, channels_last, device, batch, requires_grad=False):
+    G = C // GROUP_CHANNELS
+    Ho = (H + 2 * (K // 2) - (K - 1) - 1) // stride + 1
+    x = torch.randn(batch, C, H, H, device=device, dtype=dtype)
+    w = torch.randn(batch, G, K, K, Ho, Ho, device=device, dtype=dtype) * 0.1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    dense = torch.randn(C, C, 3, 3, device=device, dtype=dtype) * 0.05
+    depthwise = torch.randn(C, 1, K, K, device=device, dtype=dtype) * 0.1
+    if channels_last:
+        dense = dense.contiguous(memory_format=torch.channels_last)
+        depthwise = depthwise.contiguous(memory_format=torch.channels_last)
+    for t in (x, w, dense, depthwise):
+        t.requires_grad_(requires_grad)
+    return x, w, dense, depthwise, Ho
+
+
+def methods(x, w, dense, depthwise, stride):
+    p = K // 2
+    return {
+        "involution_ext": lambda: involution_ext.involution2d(x, w, stride, p, 1),
+        "unfold": lambda: involution2d_unfold(x, w, stride, p, 1),
+        "depthwise7x7": lambda: F.conv2d(x, depthwise, None, stride, p, 1, x.shape[1]),
+        "dense3x3": lambda: F.conv2d(x, dense, None, stride, 1),
+    }
+
+
+def run(args):
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch = args.batch or (8 if device.type == "cpu" else 32)
+    dtypes = [torch.float32] if args.quick else [torch.float32, torch.bfloat16]
+    if device.type == "cuda" and not args.quick:
+        dtypes.append(torch.float16)
+    reps, budget = (3, 0.3) if args.quick else (7, 1.5)
+    bandwidth = copy_bandwidth_gbps(device)
+    rows = []
+    for dtype in dtypes:
+        for channels_last in (False, True):
+            for C, H, stride in STAGES:
+                shape = f"C={C} H={H}" + (f" s={stride}" if stride > 1 else "")
+                layout = "channels_last" if channels_last else "NCHW"
+                for pass_ in ("fwd", "fwd+bwd"):
+                    grad = pass_ == "fwd+bwd"
+                    x, w, dense, dw, Ho = make_inputs(C, H, stride, dtype, channels_last, device, batch, grad)
+                    row = Row(shape, layout, str(dtype).replace("torch.", ""), pass_)
+                    for name, fn in methods(x, w, dense, dw, stride).items():
+                        if grad:
+                            fwd = fn
+                            gy = torch.randn_like(fwd())
+
+                            def fn(fwd=fwd, gy=gy, leaves=(x, w, dense, dw)):
+                                for t in leaves:
+                                    t.grad = None
+                                fwd().backward(gy)
+
+                        slow = name == "unfold"
+                        with torch.no_grad() if not grad else torch.enable_grad():
+                            t, spread = timeit(fn, device, 3 if slow else reps, budget / 3 if slow else budget)
+                            row.times_ms[name], row.spread_ms[name] = t, spread
+                            row.peak_extra_mb[name] = peak_extra_mb(fn, device)
+                    if not grad:
+                        nbytes = (x.numel() + w.numel() + batch * C * Ho * Ho) * x.element_size()
+                        row.gbps = nbytes / (row.times_ms["involution_ext"] * 1e-3) / 1e9
+                    rows.append(row)
+                    print_row(row, bandwidth)
+    return rows, bandwidth, batch
+
+
+HEADER = (
+    f"{'shape':<16}{'layout':<14}{'dtype':<9}{'pass':<8}{'ours ms':>9}{'unfold ms':>11}{'dw7x7 ms':>10}"
+    f"{'3x3 ms':>9}{'x unfold':>10}{'/ 3x3':>8}{'/ dw7x7':>9}{'GB/s':>7}{'%copy':>7}{'MB ours':>9}{'MB unfold':>10}"
+)
+
+
+def print_row(row: Row, bandwidth: float):
+    if print_row.first:
+        print(HEADER)
+        print_row.first = False
+    t = row.times_ms
+    ours = t["involution_ext"]
+    bw = f"{row.gbps:7.1f}{100 * row.gbps / bandwidth:7.0f}" if row.gbps else f"{'':7}{'':7}"
+    print(
+        f"{row.shape:<16}{row.layout:<14}{row.dtype:<9}{row.pass_:<8}{ours:9.2f}{t['unfold']:11.1f}"
+        f"{t['depthwise7x7']:10.2f}{t['dense3x3']:9.2f}{t['unfold'] / ours:10.1f}{ours / t['dense3x3']:8.2f}"
+        f"{ours / t['depthwise7x7']:9.2f}{bw}{row.peak_extra_mb['involution_ext']:9.1f}{row.peak_extra_mb['unfold']:10.1f}",
+        flush=True,
+    )
+
+
+print_row.first = True
+
+
+def machine(device):
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["device"] = torch.cuda.get_device_name()
+    else:
+        model = platform.processor()
+        try:
+            with open("/proc/cpuinfo") as f:
+                model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        info["device"] = f"{model}, {os.cpu_count()} logical cores"
+        info["cpu_isa"] = involution_ext.cpu_isa()
+    return info
+
+
+def summarize(rows):
+    """The targets of the foundation issue, as ratios measured in this run."""
+    lines = []
+    for r in rows:
+        if r.dtype != "float32":
+            continue
+        t = r.times_ms
+        speedup = t["unfold"] / t["involution_ext"]
+        if r.pass_ == "fwd":
+            lines.append(
+                f"{r.shape:<16}{r.layout:<14} fwd: {speedup:6.1f}x faster than unfold (target >= 40), "
+                f"{t['involution_ext'] / t['dense3x3']:.2f}x the dense 3x3 conv (target <= 0.6)"
+            )
+        else:
+            lines.append(f"{r.shape:<16}{r.layout:<14} fwd+bwd: {speedup:6.1f}x faster than unfold (target >= 30)")
+    return lines
+
+
+def plot(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.dtype, r.pass_) for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    names = ["involution_ext", "unfold", "depthwise7x7", "dense3x3"]
+    for ax, (dtype, pass_) in zip(axes[0], groups):
+        sel = [r for r in rows if r.dtype == dtype and r.pass_ == pass_]
+        labels = [f"{r.shape}\n{'CL' if r.layout == 'channels_last' else 'NCHW'}" for r in sel]
+        width = 0.2
+        for k, name in enumerate(names):
+            ax.bar([i + k * width for i in range(len(sel))], [r.times_ms[name] for r in sel], width, label=name)
+        ax.set_xticks([i + 1.5 * width for i in range(len(sel))], labels, fontsize=6)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (log)")
+        ax.set_title(f"{dtype} {pass_}")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=0, help="default 8 on CPU, 32 on CUDA")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="", help="result file stem (default bench_ops_<device>)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    info = machine(device)
+    print(f"# {info['device']} | torch {info['torch']} | {info['threads']} threads | involution_ext {involution_ext.__version__}")
+    rows, bandwidth, batch = run(args)
+    print(f"\ncopy bandwidth measured in this run: {bandwidth:.1f} GB/s (read + write)")
+    print("\n".join(summarize(rows)))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = args.out or f"bench_ops_{device.type}"
+    payload = {"machine": info, "batch": batch, "kernel": K, "group_channels": GROUP_CHANNELS,
+               "copy_bandwidth_gbps": bandwidth, "rows": [asdict(r) for r in rows]}
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    plot(rows, RESULTS / f"{stem}.png", f"{info['device']} | B={batch}, K={K}, {GROUP_CHANNELS} ch/group")
+    print(f"wrote {RESULTS / (stem + '.json')} and .png")
+
+
+if __name__ == "__main__":
+    main()
