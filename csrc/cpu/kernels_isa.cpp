@@ -75,9 +75,10 @@ inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
 
 // dst[k] = src[(col0 + k * step) * col_stride] where 0 <= col0 + k*step < ncols, else 0,
 // for k in [0, width). src == nullptr stages a row of zeros (a row in the padding).
+// Rows are short (tens of elements), so plain loops beat memcpy/memset calls.
 template <typename T, typename A>
-void stage_line(A* dst, int64_t width, const T* src, int64_t col0, int64_t step,
-                int64_t col_stride, int64_t ncols) {
+void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64_t col0,
+                int64_t step, int64_t col_stride, int64_t ncols) {
   int64_t lo = 0, hi = 0;  // valid k in [lo, hi)
   if (src != nullptr && col0 < ncols) {
     if (step == 1) {  // the common case, without integer divisions
@@ -89,20 +90,16 @@ void stage_line(A* dst, int64_t width, const T* src, int64_t col0, int64_t step,
     }
     lo = std::min(lo, hi);
   }
-  std::fill(dst, dst + lo, A(0));
+  for (int64_t k = 0; k < lo; ++k) dst[k] = A(0);
   if (step == 1 && col_stride == 1) {
-    const T* s = src + col0;
-    if constexpr (std::is_same_v<T, A>) {
-      if (hi > lo) std::memcpy(dst + lo, s + lo, (hi - lo) * sizeof(A));
-    } else {
-      for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k]);
-    }
+    const T* __restrict s = src + col0;
+    for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k]);
   } else {
     const int64_t jump = step * col_stride;
-    const T* s = src + col0 * col_stride;
+    const T* __restrict s = src + col0 * col_stride;
     for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k * jump]);
   }
-  std::fill(dst + hi, dst + width, A(0));
+  for (int64_t k = hi; k < width; ++k) dst[k] = A(0);
 }
 
 // Writes the first n lanes of v to dst[l * stride], converting to T.
@@ -116,6 +113,12 @@ inline void store_lanes(T* dst, int64_t stride, const Vec<A>& v, int64_t n) {
   }
   alignas(kVecBytes) A tmp[kLanes<A>];
   store(tmp, v);
+  if constexpr (std::is_same_v<T, A>) {
+    if (stride == 1) {
+      std::memcpy(dst, tmp, n * sizeof(A));
+      return;
+    }
+  }
   for (int64_t l = 0; l < n; ++l) dst[l * stride] = static_cast<T>(tmp[l]);
 }
 
