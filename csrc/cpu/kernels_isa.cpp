@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -102,6 +103,66 @@ void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64
   for (int64_t k = hi; k < width; ++k) dst[k] = A(0);
 }
 
+// A block of lines: line (c, r) lands at dst + c*dst_c + r*dst_r and holds
+// stage_line(row h = row0 + r of plane c, columns col0 + k*step) — rows outside
+// [0, nrows) are zeros. When planes are closer in memory than columns (channels_last
+// input, pixel-major weights) the copy runs column-outer, plane-inner, so each
+// source cache line is read once instead of once per plane.
+struct LineBlock {
+  int64_t planes, rows, width;    // lines are planes x rows, each `width` long
+  int64_t dst_c, dst_r;           // destination strides of a plane and a row
+  int64_t s_c, s_h, s_w;          // source strides of a plane, a row and a column
+  int64_t row0, nrows, col0, step, ncols;
+};
+
+template <typename T, typename A>
+void stage_lines(A* dst, const T* src, const LineBlock& L) {
+  const bool plane_inner = L.planes > 1 && std::abs(L.s_c) < std::abs(L.s_w);
+  for (int64_t r = 0; r < L.rows; ++r) {
+    const int64_t h = L.row0 + r;
+    const T* row = (h >= 0 && h < L.nrows) ? src + h * L.s_h : nullptr;
+    if (!plane_inner || row == nullptr) {
+      for (int64_t c = 0; c < L.planes; ++c)
+        stage_line(dst + c * L.dst_c + r * L.dst_r, L.width, row ? row + c * L.s_c : nullptr,
+                   L.col0, L.step, L.s_w, L.ncols);
+      continue;
+    }
+    int64_t lo = 0, hi = 0;  // same valid range as stage_line
+    if (L.col0 < L.ncols) {
+      lo = L.col0 >= 0 ? 0 : ceil_div(-L.col0, L.step);
+      hi = std::min(L.width, floor_div(L.ncols - 1 - L.col0, L.step) + 1);
+      lo = std::min(lo, hi);
+    }
+    for (int64_t c = 0; c < L.planes; ++c) {
+      A* d = dst + c * L.dst_c + r * L.dst_r;
+      std::fill(d, d + lo, A(0));
+      std::fill(d + hi, d + L.width, A(0));
+    }
+    A* d = dst + r * L.dst_r;
+    for (int64_t k = lo; k < hi; ++k) {
+      const T* s = row + (L.col0 + k * L.step) * L.s_w;
+      for (int64_t c = 0; c < L.planes; ++c) d[c * L.dst_c + k] = static_cast<A>(s[c * L.s_c]);
+    }
+  }
+}
+
+// Stages rows [row0, row0 + rows) of every tap's weight plane (columns col0 + k): tap t
+// lands at dst + t*dst_tap. Taps one stride apart (contiguous or pixel-major weights)
+// are staged as one block of planes.
+template <typename T, typename A>
+void stage_weight_rows(A* dst, int64_t dst_tap, int64_t dst_r, const T* plane,
+                       const Geometry& g, const Strides6& s, int64_t row0, int64_t rows,
+                       int64_t width, int64_t col0) {
+  if (s.u == g.Kw * s.v) {
+    stage_lines(dst, plane, LineBlock{g.Kh * g.Kw, rows, width, dst_tap, dst_r, s.v, s.i, s.j,
+                                      row0, g.Ho, col0, 1, g.Wo});
+    return;
+  }
+  for (int64_t tap = 0; tap < g.Kh * g.Kw; ++tap)
+    stage_lines(dst + tap * dst_tap, plane + (tap / g.Kw) * s.u + (tap % g.Kw) * s.v,
+                LineBlock{1, rows, width, 0, dst_r, 0, s.i, s.j, row0, g.Ho, col0, 1, g.Wo});
+}
+
 // Writes the first n lanes of v to dst[l * stride], converting to T.
 template <typename A, typename T>
 inline void store_lanes(T* dst, int64_t stride, const Vec<A>& v, int64_t n) {
@@ -177,18 +238,13 @@ struct StagedInput {
   void stage(View4<const T> x, int64_t b, int64_t grp, int64_t i0, int64_t i1) {
     rows = (i1 - 1 - i0) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
     channel_stride = rows * g.stride_w * row_width;
-    const int64_t h0 = i0 * g.stride_h - g.pad_h;
     const int64_t cg = g.channels_per_group();
-    for (int64_t c = 0; c < cg; ++c) {
-      const T* plane = x.data + b * x.s.b + (grp * cg + c) * x.s.c;
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t h = h0 + r;
-        const T* row = (h >= 0 && h < g.H) ? plane + h * x.s.h : nullptr;
-        for (int64_t q = 0; q < g.stride_w; ++q)
-          stage_line(&buf[c * channel_stride + (r * g.stride_w + q) * row_width], row_width, row,
-                     q - g.pad_w, g.stride_w, x.s.w, g.W);
-      }
-    }
+    const T* plane0 = x.data + b * x.s.b + grp * cg * x.s.c;
+    for (int64_t q = 0; q < g.stride_w; ++q)
+      stage_lines(buf.data() + q * row_width, plane0,
+                  LineBlock{cg, rows, row_width, channel_stride, g.stride_w * row_width, x.s.c,
+                            x.s.h, x.s.w, i0 * g.stride_h - g.pad_h, g.H, q - g.pad_w,
+                            g.stride_w, g.W});
   }
   // Offset of channel 0's input for output row i0 + local_row and tap (u, v), column 0.
   int64_t offset(int64_t local_row, int64_t tap) const {
@@ -231,10 +287,14 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
       xs.stage(x, b, grp, i0, i1);
       const T* wplane = w.data + b * w.s.b + grp * w.s.g;
       for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t tap = 0; tap < taps; ++tap) {
+        if (!direct) {
+          stage_weight_rows(wrow.data(), wo_padded, 0, wplane, g, w.s, i, 1, wo_padded, 0);
+          for (int64_t tap = 0; tap < taps; ++tap) wp[tap] = &wrow[tap * wo_padded];
+        }
+        for (int64_t tap = 0; direct && tap < taps; ++tap) {
           const T* src = wplane + w_tap_offset[tap] + i * w.s.i;
           if constexpr (std::is_same_v<T, A>) {
-            if (direct && src + wo_padded <= w_end) {
+            if (src + wo_padded <= w_end) {
               wp[tap] = src;
               // The weight is 49 concurrent streams for K=7, more than the hardware
               // prefetcher follows: fetch the next row's segments by hand.
@@ -292,10 +352,9 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
       const int64_t i0 = (task % row_blocks) * R, i1 = std::min(g.Ho, i0 + R);
       xs.stage(x, b, grp, i0, i1);
       for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t c = 0; c < cg; ++c)
-          stage_line(&gyrow[c * wo_padded], wo_padded,
-                     gy.data + b * gy.s.b + (grp * cg + c) * gy.s.c + i * gy.s.h, 0, 1, gy.s.w,
-                     g.Wo);
+        stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
+                    LineBlock{cg, 1, wo_padded, wo_padded, 0, gy.s.c, gy.s.h, gy.s.w, i, g.Ho, 0,
+                              1, g.Wo});
         bool first_block = true;
         for_each_channel_block(cg, [&](auto cb, int64_t c0) {
           constexpr int CB = decltype(cb)::value;
@@ -366,17 +425,11 @@ void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, Vie
       const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
       const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
       const int64_t gy_cstride = ni * staged_width;
-      for (int64_t c = 0; c < cg; ++c)
-        for (int64_t r = 0; r < ni; ++r)
-          stage_line(&gybuf[c * gy_cstride + r * staged_width], staged_width,
-                     gy.data + b * gy.s.b + (grp * cg + c) * gy.s.c + (ilo + r) * gy.s.h, col_lo,
-                     1, gy.s.w, g.Wo);
-      const T* wplane = w.data + b * w.s.b + grp * w.s.g;
-      for (int64_t tap = 0; tap < taps; ++tap)
-        for (int64_t r = 0; r < ni; ++r)
-          stage_line(&wbuf[(tap * ni + r) * staged_width], staged_width,
-                     wplane + (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v + (ilo + r) * w.s.i,
-                     col_lo, 1, w.s.j, g.Wo);
+      stage_lines(gybuf.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
+                  LineBlock{cg, ni, staged_width, gy_cstride, staged_width, gy.s.c, gy.s.h,
+                            gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo});
+      stage_weight_rows(wbuf.data(), ni * staged_width, staged_width,
+                        w.data + b * w.s.b + grp * w.s.g, g, w.s, ilo, ni, staged_width, col_lo);
 
       for (int64_t h = h0; h < h1; ++h) {
         for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
