@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +29,7 @@ import involution_ext
 from involution_ext.reference import involution2d_unfold
 
 RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cuda_baseline
 # RedNet stages: (channels, spatial size, stride); 16 channels per group, K=7.
 STAGES = [(64, 56, 1), (128, 28, 1), (256, 14, 1), (512, 7, 1), (128, 56, 2)]
 GROUP_CHANNELS = 16
@@ -121,29 +124,34 @@ def make_inputs(C, H, stride, dtype, channels_last, device, batch, requires_grad
 
 def methods(x, w, dense, depthwise, stride):
     p = K // 2
-    return {
+    out = {
         "involution_ext": lambda: involution_ext.involution2d(x, w, stride, p, 1),
         "unfold": lambda: involution2d_unfold(x, w, stride, p, 1),
         "depthwise7x7": lambda: F.conv2d(x, depthwise, None, stride, p, 1, x.shape[1]),
         "dense3x3": lambda: F.conv2d(x, dense, None, stride, 1),
     }
+    if x.is_cuda:
+        from cuda_baseline import involution2d_per_element
+
+        out["per_element"] = lambda: involution2d_per_element(x, w, stride, p, 1)
+    return out
 
 
 def run(args):
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    batch = args.batch or (8 if device.type == "cpu" else 32)
+    batches = [int(b) for b in args.batch.split(",")] if args.batch else ([8] if device.type == "cpu" else [32, 64])
     dtypes = [torch.float32] if args.quick else [torch.float32, torch.bfloat16]
     if device.type == "cuda" and not args.quick:
         dtypes.append(torch.float16)
     reps, budget = (3, 0.3) if args.quick else (7, 1.5)
     bandwidth = copy_bandwidth_gbps(device)
     rows = []
-    for dtype in dtypes:
+    for batch, dtype in [(b, d) for b in batches for d in dtypes]:
         for channels_last in (False, True):
             for C, H, stride in STAGES:
-                shape = f"C={C} H={H}" + (f" s={stride}" if stride > 1 else "")
+                shape = f"B={batch} C={C} H={H}" + (f" s={stride}" if stride > 1 else "")
                 layout = "channels_last" if channels_last else "NCHW"
                 for pass_ in ("fwd", "fwd+bwd"):
                     grad = pass_ == "fwd+bwd"
@@ -169,11 +177,11 @@ def run(args):
                         row.gbps = nbytes / (row.times_ms["involution_ext"] * 1e-3) / 1e9
                     rows.append(row)
                     print_row(row, bandwidth)
-    return rows, bandwidth, batch
+    return rows, bandwidth, batches
 
 
 HEADER = (
-    f"{'shape':<16}{'layout':<14}{'dtype':<9}{'pass':<8}{'ours ms':>9}{'unfold ms':>11}{'dw7x7 ms':>10}"
+    f"{'shape':<21}{'layout':<14}{'dtype':<9}{'pass':<8}{'ours ms':>9}{'unfold ms':>11}{'dw7x7 ms':>10}"
     f"{'3x3 ms':>9}{'x unfold':>10}{'/ 3x3':>8}{'/ dw7x7':>9}{'GB/s':>7}{'%copy':>7}{'MB ours':>9}{'MB unfold':>10}"
 )
 
@@ -186,7 +194,7 @@ def print_row(row: Row, bandwidth: float):
     ours = t["involution_ext"]
     bw = f"{row.gbps:7.1f}{100 * row.gbps / bandwidth:7.0f}" if row.gbps else f"{'':7}{'':7}"
     print(
-        f"{row.shape:<16}{row.layout:<14}{row.dtype:<9}{row.pass_:<8}{ours:9.2f}{t['unfold']:11.1f}"
+        f"{row.shape:<21}{row.layout:<14}{row.dtype:<9}{row.pass_:<8}{ours:9.2f}{t['unfold']:11.1f}"
         f"{t['depthwise7x7']:10.2f}{t['dense3x3']:9.2f}{t['unfold'] / ours:10.1f}{ours / t['dense3x3']:8.2f}"
         f"{ours / t['depthwise7x7']:9.2f}{bw}{row.peak_extra_mb['involution_ext']:9.1f}{row.peak_extra_mb['unfold']:10.1f}",
         flush=True,
@@ -222,11 +230,11 @@ def summarize(rows):
         speedup = t["unfold"] / t["involution_ext"]
         if r.pass_ == "fwd":
             lines.append(
-                f"{r.shape:<16}{r.layout:<14} fwd: {speedup:6.1f}x faster than unfold (target >= 40), "
+                f"{r.shape:<21}{r.layout:<14} fwd: {speedup:6.1f}x faster than unfold (target >= 40), "
                 f"{t['involution_ext'] / t['dense3x3']:.2f}x the dense 3x3 conv (target <= 0.6)"
             )
         else:
-            lines.append(f"{r.shape:<16}{r.layout:<14} fwd+bwd: {speedup:6.1f}x faster than unfold (target >= 30)")
+            lines.append(f"{r.shape:<21}{r.layout:<14} fwd+bwd: {speedup:6.1f}x faster than unfold (target >= 30)")
     return lines
 
 
@@ -258,7 +266,7 @@ def plot(rows, path, title):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=0, help="default 8 on CPU, 32 on CUDA")
+    parser.add_argument("--batch", default="", help="comma list; default 8 on CPU, 32,64 on CUDA")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="", help="result file stem (default bench_ops_<device>)")
@@ -267,6 +275,12 @@ def main(argv=None):
     info = machine(device)
     print(f"# {info['device']} | torch {info['torch']} | {info['threads']} threads | involution_ext {involution_ext.__version__}")
     rows, bandwidth, batch = run(args)
+    extra = [r for r in rows if "per_element" in r.times_ms]
+    for r in extra:
+        t = r.times_ms
+        print(f"{r.shape:<21}{r.layout:<14}{r.dtype:<9}{r.pass_:<8} per-element baseline {t['per_element']:.3f} ms: "
+              f"ours {t['per_element'] / t['involution_ext']:.1f}x faster; peak MB ours {r.peak_extra_mb['involution_ext']:.1f} "
+              f"vs unfold {r.peak_extra_mb['unfold']:.1f}")
     print(f"\ncopy bandwidth measured in this run: {bandwidth:.1f} GB/s (read + write)")
     print("\n".join(summarize(rows)))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 
 #include "cpu/kernels.h"
 #include "shape_check.h"
+#include "tensor_views.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -82,16 +83,6 @@ Isa initial_isa() {
 std::atomic<int>& active_isa() {
   static std::atomic<int> isa{static_cast<int>(initial_isa())};
   return isa;
-}
-
-template <typename T>
-View4<T> view4(const at::Tensor& t) {
-  return {static_cast<T*>(t.data_ptr()), {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}};
-}
-template <typename T>
-View6<T> view6(const at::Tensor& t) {
-  return {static_cast<T*>(t.data_ptr()),
-          {t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4), t.stride(5)}};
 }
 
 // Calls the kernel `name` of the active ISA build (only builds compiled in are named).

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "shape_check.h"
+#include "views.h"
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -13,23 +14,10 @@
 
 namespace involution::cpu {
 
-struct Strides4 {
-  int64_t b, c, h, w;
-};
-struct Strides6 {
-  int64_t b, g, u, v, i, j;
-};
-
-template <typename T>
-struct View4 {
-  T* data;
-  Strides4 s;
-};
-template <typename T>
-struct View6 {
-  T* data;
-  Strides6 s;
-};
+using involution::Strides4;
+using involution::Strides6;
+using involution::View4;
+using involution::View6;
 
 #define INVOLUTION_DECLARE_CPU_KERNELS(ns)                                                    \
   namespace ns {                                                                              \

@@ -1,0 +1,137 @@
+// Tiling and index math of the CUDA kernels, as __host__ __device__ helpers: the
+// kernels use nothing else to map blocks/threads to pixels and shared memory, so a
+// CPU test (tests/cuda_index_sim.cpp) can run the same helpers over every block and
+// thread of a launch and check that each output is written exactly once and every
+// read stays in bounds — the hardest part of the kernels is tested without a GPU.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define INVOLUTION_HD __host__ __device__ __forceinline__
+#else
+#define INVOLUTION_HD inline
+#endif
+
+namespace involution::cuda {
+
+// One thread per pixel of a kTileH x kTileW tile; 256 threads, a warp per tile row,
+// so global loads and stores along a row are coalesced for NCHW.
+constexpr int kTileW = 32;
+constexpr int kTileH = 8;
+constexpr int kThreads = kTileW * kTileH;
+// Channels of a group staged in shared memory at once; also the accumulator count.
+constexpr int kMaxChunk = 16;
+// Shared memory a block may use without opting in to more (all architectures).
+constexpr int64_t kSmemBytes = 48 * 1024;
+
+struct Shape {
+  int64_t B, C, G, H, W, Kh, Kw, Ho, Wo, sh, sw, ph, pw, dh, dw;
+  INVOLUTION_HD int64_t cg() const { return C / G; }
+  INVOLUTION_HD int64_t taps() const { return Kh * Kw; }
+};
+
+INVOLUTION_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+INVOLUTION_HD int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// A rectangle of source rows/columns staged in shared memory (may extend past the
+// tensor: those cells are zero).
+struct Window {
+  int64_t row0, col0, rows, cols;
+};
+
+// Input rows/columns read by the output tile starting at (i0, j0) (forward, grad_weight).
+INVOLUTION_HD Window input_window(const Shape& s, int64_t i0, int64_t j0) {
+  return {i0 * s.sh - s.ph, j0 * s.sw - s.pw, (kTileH - 1) * s.sh + (s.Kh - 1) * s.dh + 1,
+          (kTileW - 1) * s.sw + (s.Kw - 1) * s.dw + 1};
+}
+
+// Output rows/columns that touch the input tile starting at (h0, w0) (grad_input).
+INVOLUTION_HD Window output_window(const Shape& s, int64_t h0, int64_t w0) {
+  const int64_t r0 = ceil_div(h0 + s.ph - (s.Kh - 1) * s.dh, s.sh);
+  const int64_t r1 = floor_div(h0 + kTileH - 1 + s.ph, s.sh);
+  const int64_t c0 = ceil_div(w0 + s.pw - (s.Kw - 1) * s.dw, s.sw);
+  const int64_t c1 = floor_div(w0 + kTileW - 1 + s.pw, s.sw);
+  return {r0, c0, r1 >= r0 ? r1 - r0 + 1 : 0, c1 >= c0 ? c1 - c0 + 1 : 0};
+}
+
+// Largest output_window over all tiles, for sizing shared memory.
+INVOLUTION_HD Window max_output_window(const Shape& s) {
+  return {0, 0, (kTileH - 1 + (s.Kh - 1) * s.dh) / s.sh + 2,
+          (kTileW - 1 + (s.Kw - 1) * s.dw) / s.sw + 2};
+}
+
+// Launch plan shared by host code and the CPU simulation. Blocks are linear over
+// (b, g, tile row, tile column) — gridDim.x alone, so no 65535 limit applies.
+struct Plan {
+  int64_t tiles_h, tiles_w, blocks;
+  int64_t chunk;          // channels staged per pass (<= kMaxChunk); 0 = no staging
+  int64_t window_cells;   // rows * cols of the largest staged window
+  INVOLUTION_HD int64_t smem_elems() const { return chunk * window_cells; }
+};
+
+// out_h/out_w: extent of the pixels the threads own (output for forward/grad_weight,
+// input for grad_input); window: the largest staged window; elem: bytes per staged value.
+INVOLUTION_HD Plan make_plan(const Shape& s, int64_t out_h, int64_t out_w, const Window& window,
+                             int64_t elem) {
+  Plan p{};
+  p.tiles_h = ceil_div(out_h, kTileH);
+  p.tiles_w = ceil_div(out_w, kTileW);
+  p.blocks = s.B * s.G * p.tiles_h * p.tiles_w;
+  p.window_cells = window.rows * window.cols;
+  const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
+  int64_t chunk = s.cg() < fit ? s.cg() : fit;
+  if (chunk > kMaxChunk) chunk = kMaxChunk;
+  p.chunk = chunk;  // 0: even one channel's window does not fit; read global memory
+  return p;
+}
+
+struct BlockCoord {
+  int64_t b, g, h0, w0;  // batch, group, first pixel row/column of the tile
+};
+INVOLUTION_HD BlockCoord block_coord(const Shape& s, const Plan& p, int64_t block) {
+  const int64_t tw = block % p.tiles_w;
+  const int64_t th = (block / p.tiles_w) % p.tiles_h;
+  const int64_t bg = block / (p.tiles_w * p.tiles_h);
+  return {bg / s.G, bg % s.G, th * kTileH, tw * kTileW};
+}
+
+// Cooperative staging: staged element `idx` of a chunk of `chunk` channels maps to
+// (channel, row, col). Column-fastest suits NCHW sources (coalesced along W); with
+// channel_fastest the channels of one pixel are adjacent (channels_last sources).
+struct Cell {
+  int64_t c, r, col;
+};
+INVOLUTION_HD Cell staging_cell(int64_t idx, int64_t chunk, const Window& w, bool channel_fastest) {
+  if (channel_fastest) return {idx % chunk, idx / (chunk * w.cols), (idx / chunk) % w.cols};
+  return {idx / (w.rows * w.cols), (idx / w.cols) % w.rows, idx % w.cols};
+}
+// Shared-memory layout [channel][row][col].
+INVOLUTION_HD int64_t smem_offset(const Window& w, int64_t c, int64_t r, int64_t col) {
+  return (c * w.rows + r) * w.cols + col;
+}
+
+// Forward / grad_weight: thread (ty, tx) owns output pixel (h0 + ty, w0 + tx); tap (u, v)
+// reads window cell (ty*sh + u*dh, tx*sw + v*dw), i.e. input (i*sh - ph + u*dh, ...).
+INVOLUTION_HD int64_t forward_tap_row(const Shape& s, int64_t ty, int64_t u) {
+  return ty * s.sh + u * s.dh;
+}
+INVOLUTION_HD int64_t forward_tap_col(const Shape& s, int64_t tx, int64_t v) {
+  return tx * s.sw + v * s.dw;
+}
+
+// grad_input: input pixel (h, w) gathers from output (i, j) = ((h+ph-u*dh)/sh, (w+pw-v*dw)/sw)
+// for the taps where both divide exactly and (i, j) lies in the output. Returns false
+// for taps that do not contribute.
+INVOLUTION_HD bool grad_input_tap(const Shape& s, int64_t h, int64_t w, int64_t u, int64_t v,
+                                  int64_t& i, int64_t& j) {
+  const int64_t nh = h + s.ph - u * s.dh, nw = w + s.pw - v * s.dw;
+  if (nh < 0 || nw < 0 || nh % s.sh != 0 || nw % s.sw != 0) return false;
+  i = nh / s.sh;
+  j = nw / s.sw;
+  return i < s.Ho && j < s.Wo;
+}
+
+}  // namespace involution::cuda

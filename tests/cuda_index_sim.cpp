@@ -1,0 +1,181 @@
+// Runs the CUDA kernels' index plan (csrc/cuda/tiling.h) on the CPU over every block and
+// thread of each launch, for many shapes, and checks:
+//  * staging: each shared-memory cell of a chunk is written exactly once, inside the
+//    allocation, from an in-bounds global element (or zero outside the source);
+//  * compute: every window cell a thread reads is inside the staged window, and it is
+//    the source element Eq. 4 asks for (checked against the definition, not the helper);
+//  * grad_input taps: exactly the taps the definition says contribute;
+//  * outputs: every element of y / grad_input / grad_weight has exactly one owner.
+// Prints "ok N shapes" and exits 0, or prints the first failure and exits 1.
+#include "cuda/tiling.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+using namespace involution::cuda;
+
+namespace {
+
+int failures = 0;
+#define EXPECT(cond, ...)                                  \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      if (failures++ < 5) {                                \
+        std::printf("FAIL %s:%d: %s | ", __FILE__, __LINE__, #cond); \
+        std::printf(__VA_ARGS__);                          \
+        std::printf("\n");                                 \
+      }                                                    \
+    }                                                      \
+  } while (0)
+
+int64_t out_size(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) {
+  return (n + 2 * p - d * (k - 1) - 1) / s + 1;
+}
+
+// Staging of one chunk: every cell written once, in bounds.
+void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fastest,
+                   int64_t smem_elems) {
+  std::vector<int> hits(cc * win.rows * win.cols, 0);
+  const int64_t total = cc * win.rows * win.cols;
+  for (int64_t t = 0; t < kThreads; ++t)
+    for (int64_t idx = t; idx < total; idx += kThreads) {
+      const Cell cell = staging_cell(idx, cc, win, channel_fastest);
+      EXPECT(cell.c >= 0 && cell.c < cc && cell.r >= 0 && cell.r < win.rows && cell.col >= 0 &&
+                 cell.col < win.cols,
+             "cell (%lld,%lld,%lld)", (long long)cell.c, (long long)cell.r, (long long)cell.col);
+      const int64_t off = smem_offset(win, cell.c, cell.r, cell.col);
+      EXPECT(off >= 0 && off < smem_elems, "smem offset %lld of %lld", (long long)off,
+             (long long)smem_elems);
+      if (off >= 0 && off < total) hits[off]++;
+    }
+  for (int64_t k = 0; k < total; ++k) EXPECT(hits[k] == 1, "smem cell %lld hit %d", (long long)k, hits[k]);
+}
+
+void check_shape(const Shape& s) {
+  const int64_t cg = s.cg();
+  // ---- forward and grad_weight (same plan: threads own output pixels) ----
+  {
+    const Plan p = make_plan(s, s.Ho, s.Wo, input_window(s, 0, 0), 4);
+    const int64_t chunk = p.chunk > 0 ? p.chunk : kMaxChunk;
+    EXPECT(p.smem_elems() * 4 <= kSmemBytes, "smem %lld", (long long)(p.smem_elems() * 4));
+    std::vector<int> y_owner(s.B * s.C * s.Ho * s.Wo, 0);
+    std::vector<int> gw_owner(s.B * s.G * s.taps() * s.Ho * s.Wo, 0);
+    for (int64_t block = 0; block < p.blocks; ++block) {
+      const BlockCoord bc = block_coord(s, p, block);
+      EXPECT(bc.b < s.B && bc.g < s.G && bc.h0 < s.Ho && bc.w0 < s.Wo, "block %lld", (long long)block);
+      const Window win = input_window(s, bc.h0, bc.w0);
+      EXPECT(win.rows * win.cols == p.window_cells, "window size");
+      for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
+        const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
+        EXPECT(cc >= 1 && cc <= kMaxChunk, "chunk %lld", (long long)cc);
+        if (p.chunk > 0) {
+          check_staging(p, win, cc, false, p.smem_elems());
+          check_staging(p, win, cc, true, p.smem_elems());
+        }
+        for (int64_t t = 0; t < kThreads; ++t) {
+          const int64_t ty = t / kTileW, tx = t % kTileW, i = bc.h0 + ty, j = bc.w0 + tx;
+          if (!(i < s.Ho && j < s.Wo)) continue;
+          for (int64_t u = 0; u < s.Kh; ++u)
+            for (int64_t v = 0; v < s.Kw; ++v) {
+              const int64_t r = forward_tap_row(s, ty, u), col = forward_tap_col(s, tx, v);
+              EXPECT(r >= 0 && r < win.rows && col >= 0 && col < win.cols, "tap cell");
+              EXPECT(win.row0 + r == i * s.sh - s.ph + u * s.dh &&
+                         win.col0 + col == j * s.sw - s.pw + v * s.dw,
+                     "tap (%lld,%lld) of (%lld,%lld) reads the wrong element", (long long)u,
+                     (long long)v, (long long)i, (long long)j);
+              if (p.chunk > 0)
+                EXPECT(smem_offset(win, cc - 1, r, col) < p.smem_elems(), "smem read");
+              if (c0 == 0) gw_owner[(((bc.b * s.G + bc.g) * s.taps() + u * s.Kw + v) * s.Ho + i) * s.Wo + j]++;
+            }
+          for (int64_t c = 0; c < cc; ++c)
+            y_owner[((bc.b * s.C + bc.g * cg + c0 + c) * s.Ho + i) * s.Wo + j]++;
+        }
+      }
+    }
+    for (size_t k = 0; k < y_owner.size(); ++k) EXPECT(y_owner[k] == 1, "y[%zu] written %d times", k, y_owner[k]);
+    for (size_t k = 0; k < gw_owner.size(); ++k) EXPECT(gw_owner[k] == 1, "gw[%zu] owned %d times", k, gw_owner[k]);
+  }
+  // ---- grad_input (threads own input pixels, gather over output taps) ----
+  {
+    const Window maxw = max_output_window(s);
+    const Plan p = make_plan(s, s.H, s.W, maxw, 4);
+    const int64_t chunk = p.chunk > 0 ? p.chunk : kMaxChunk;
+    EXPECT(p.smem_elems() * 4 <= kSmemBytes, "smem");
+    std::vector<int> gx_owner(s.B * s.C * s.H * s.W, 0);
+    for (int64_t block = 0; block < p.blocks; ++block) {
+      const BlockCoord bc = block_coord(s, p, block);
+      const Window win = output_window(s, bc.h0, bc.w0);
+      EXPECT(win.rows <= maxw.rows && win.cols <= maxw.cols, "window larger than the maximum");
+      for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
+        const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
+        if (p.chunk > 0) check_staging(p, win, cc, false, p.smem_elems());
+        for (int64_t t = 0; t < kThreads; ++t) {
+          const int64_t h = bc.h0 + t / kTileW, w = bc.w0 + t % kTileW;
+          if (!(h < s.H && w < s.W)) continue;
+          for (int64_t u = 0; u < s.Kh; ++u)
+            for (int64_t v = 0; v < s.Kw; ++v) {
+              // Definition: output (i, j) reads input (h, w) through tap (u, v).
+              int64_t want_i = -1, want_j = -1;
+              for (int64_t i = 0; i < s.Ho; ++i)
+                if (i * s.sh - s.ph + u * s.dh == h) want_i = i;
+              for (int64_t j = 0; j < s.Wo; ++j)
+                if (j * s.sw - s.pw + v * s.dw == w) want_j = j;
+              int64_t i = -1, j = -1;
+              const bool got = grad_input_tap(s, h, w, u, v, i, j);
+              EXPECT(got == (want_i >= 0 && want_j >= 0), "tap validity at (%lld,%lld) tap (%lld,%lld)",
+                     (long long)h, (long long)w, (long long)u, (long long)v);
+              if (!got) continue;
+              EXPECT(i == want_i && j == want_j, "tap target");
+              const int64_t r = i - win.row0, col = j - win.col0;
+              EXPECT(r >= 0 && r < win.rows && col >= 0 && col < win.cols,
+                     "grad_input tap outside the staged window");
+            }
+          for (int64_t c = 0; c < cc; ++c) gx_owner[((bc.b * s.C + bc.g * cg + c0 + c) * s.H + h) * s.W + w]++;
+        }
+      }
+    }
+    for (size_t k = 0; k < gx_owner.size(); ++k) EXPECT(gx_owner[k] == 1, "gx[%zu] written %d times", k, gx_owner[k]);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int n_random = argc > 1 ? std::atoi(argv[1]) : 150;
+  std::vector<Shape> shapes = {
+      // RedNet stages (B=1 keeps it quick), stride 2, and windows too big for shared memory.
+      {1, 64, 4, 56, 56, 7, 7, 0, 0, 1, 1, 3, 3, 1, 1},
+      {1, 128, 8, 56, 56, 7, 7, 0, 0, 2, 2, 3, 3, 1, 1},
+      {1, 32, 1, 9, 9, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+      {1, 40, 2, 50, 70, 9, 9, 0, 0, 1, 1, 48, 48, 12, 12},
+      {2, 3, 3, 33, 65, 3, 5, 0, 0, 3, 2, 0, 4, 2, 3},
+  };
+  std::mt19937_64 rng(20261128);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  while (static_cast<int>(shapes.size()) < 5 + n_random) {
+    const int64_t G = pick(1, 3), cg = std::vector<int64_t>{1, 2, 5, 16, 17, 33}[pick(0, 5)];
+    Shape s{pick(1, 2), G * cg, G, pick(1, 40), pick(1, 70), pick(1, 7), pick(1, 7), 0, 0,
+            pick(1, 3), pick(1, 3), pick(0, 4), pick(0, 4), pick(1, 3), pick(1, 3)};
+    if (s.cg() > 16 && s.H * s.W > 400) continue;  // keep the run short
+    shapes.push_back(s);
+  }
+  int checked = 0;
+  for (Shape& s : shapes) {
+    s.Ho = out_size(s.H, s.Kh, s.sh, s.ph, s.dh);
+    s.Wo = out_size(s.W, s.Kw, s.sw, s.pw, s.dw);
+    if (s.Ho <= 0 || s.Wo <= 0) continue;
+    check_shape(s);
+    ++checked;
+    if (failures) {
+      std::printf("shape B=%lld C=%lld G=%lld H=%lld W=%lld K=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld\n",
+                  (long long)s.B, (long long)s.C, (long long)s.G, (long long)s.H, (long long)s.W,
+                  (long long)s.Kh, (long long)s.Kw, (long long)s.sh, (long long)s.sw,
+                  (long long)s.ph, (long long)s.pw, (long long)s.dh, (long long)s.dw);
+      return 1;
+    }
+  }
+  std::printf("ok %d shapes\n", checked);
+  return 0;
+}
