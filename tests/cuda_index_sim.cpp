@@ -65,7 +65,7 @@ void check_shape(const Shape& s) {
     for (int64_t block = 0; block < p.blocks; ++block) {
       const BlockCoord bc = block_coord(s, p, block);
       EXPECT(bc.b < s.B && bc.g < s.G && bc.h0 < s.Ho && bc.w0 < s.Wo, "block %lld", (long long)block);
-      const Window win = input_window(s, bc.h0, bc.w0);
+      const Window win = ForwardMap::window(s, bc.h0, bc.w0);
       EXPECT(win.rows * win.cols == p.window_cells, "window size");
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
@@ -75,11 +75,14 @@ void check_shape(const Shape& s) {
           check_staging(p, win, cc, true, p.smem_elems());
         }
         for (int64_t t = 0; t < kThreads; ++t) {
-          const int64_t ty = t / kTileW, tx = t % kTileW, i = bc.h0 + ty, j = bc.w0 + tx;
+          const auto [ty, tx, i, j] = thread_pixel(bc, t);
           if (!(i < s.Ho && j < s.Wo)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
             for (int64_t v = 0; v < s.Kw; ++v) {
-              const int64_t r = forward_tap_row(s, ty, u), col = forward_tap_col(s, tx, v);
+              TapRead t{};
+              EXPECT(ForwardMap::tap(s, win, ty, tx, i, j, u, v, t), "forward taps always apply");
+              const int64_t r = t.r, col = t.col;
+              EXPECT(t.wi == i && t.wj == j, "forward applies the pixel's own weight");
               EXPECT(r >= 0 && r < win.rows && col >= 0 && col < win.cols, "tap cell");
               EXPECT(win.row0 + r == i * s.sh - s.ph + u * s.dh &&
                          win.col0 + col == j * s.sw - s.pw + v * s.dw,
@@ -106,13 +109,13 @@ void check_shape(const Shape& s) {
     std::vector<int> gx_owner(s.B * s.C * s.H * s.W, 0);
     for (int64_t block = 0; block < p.blocks; ++block) {
       const BlockCoord bc = block_coord(s, p, block);
-      const Window win = output_window(s, bc.h0, bc.w0);
+      const Window win = GradInputMap::window(s, bc.h0, bc.w0);
       EXPECT(win.rows <= maxw.rows && win.cols <= maxw.cols, "window larger than the maximum");
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
         if (p.chunk > 0) check_staging(p, win, cc, false, p.smem_elems());
         for (int64_t t = 0; t < kThreads; ++t) {
-          const int64_t h = bc.h0 + t / kTileW, w = bc.w0 + t % kTileW;
+          const auto [ty, tx, h, w] = thread_pixel(bc, t);
           if (!(h < s.H && w < s.W)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
             for (int64_t v = 0; v < s.Kw; ++v) {
@@ -122,13 +125,15 @@ void check_shape(const Shape& s) {
                 if (i * s.sh - s.ph + u * s.dh == h) want_i = i;
               for (int64_t j = 0; j < s.Wo; ++j)
                 if (j * s.sw - s.pw + v * s.dw == w) want_j = j;
-              int64_t i = -1, j = -1;
-              const bool got = grad_input_tap(s, h, w, u, v, i, j);
+              TapRead t{};
+              const bool got = GradInputMap::tap(s, win, t.r, t.col, h, w, u, v, t);
+              const int64_t i = t.wi, j = t.wj;
               EXPECT(got == (want_i >= 0 && want_j >= 0), "tap validity at (%lld,%lld) tap (%lld,%lld)",
                      (long long)h, (long long)w, (long long)u, (long long)v);
               if (!got) continue;
               EXPECT(i == want_i && j == want_j, "tap target");
-              const int64_t r = i - win.row0, col = j - win.col0;
+              const int64_t r = t.r, col = t.col;
+              EXPECT(win.row0 + r == i && win.col0 + col == j, "grad_input cell");
               EXPECT(r >= 0 && r < win.rows && col >= 0 && col < win.cols,
                      "grad_input tap outside the staged window");
             }

@@ -4,7 +4,7 @@
 
 #include "cpu/kernels.h"
 #include "shape_check.h"
-#include "tensor_views.h"
+#include "backend_common.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -113,8 +113,7 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, at::In
                                         dilation);
   TORCH_CHECK(input.is_cpu(), "involution::forward: CPU kernel got a ", input.device(),
               " tensor");
-  at::Tensor out = at::empty({g.B, g.C, g.Ho, g.Wo},
-                             input.options().memory_format(input.suggest_memory_format()));
+  at::Tensor out = empty_output(input, g);
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_forward_cpu", [&] {
@@ -132,11 +131,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_output,
   const Geometry g = check_backward_args(grad_output, input, weight, stride, padding, dilation);
   TORCH_CHECK(input.is_cpu(), "involution::backward: CPU kernel got a ", input.device(),
               " tensor");
-  at::Tensor grad_input, grad_weight;
-  if (output_mask[0])
-    grad_input = at::empty(input.sizes(),
-                           input.options().memory_format(input.suggest_memory_format()));
-  if (output_mask[1]) grad_weight = at::empty_like(weight);
+  auto [grad_input, grad_weight] = empty_grads(input, weight, output_mask);
   if (g.B == 0) return {grad_input, grad_weight};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_backward_cpu", [&] {

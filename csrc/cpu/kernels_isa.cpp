@@ -208,6 +208,23 @@ inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows) {
   return std::max<int64_t>(1, std::min(r, rows));
 }
 
+// The work split of every kernel: tasks are (batch, group, block of rows of an extent
+// of `rows` rows), numbered so that neighbouring tasks share a group's weights.
+struct RowTask {
+  int64_t b, grp, r0, r1;
+};
+struct RowTasks {
+  int64_t B, G, rows, per, blocks;
+  RowTasks(const Geometry& g, int64_t extent)
+      : B(g.B), G(g.G), rows(extent), per(rows_per_task(g.B * g.G, extent)),
+        blocks(ceil_div(extent, per)) {}
+  int64_t size() const { return B * G * blocks; }
+  RowTask operator[](int64_t t) const {
+    const int64_t r0 = (t % blocks) * per;
+    return {t / (G * blocks), (t / blocks) % G, r0, std::min(rows, r0 + per)};
+  }
+};
+
 // Input rows of one group staged for a block of output rows, shared by the forward
 // and grad_weight kernels. Layout [channel][row][phase][column]; column k of phase q
 // holds input column k*stride_w + q - pad_w, so output column j with tap v reads
@@ -261,8 +278,7 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.Kh * g.Kw;
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const int64_t R = rows_per_task(g.B * g.G, g.Ho);
-  const int64_t row_blocks = ceil_div(g.Ho, R);
+  const RowTasks tasks(g, g.Ho);
   const int64_t wo_bytes = g.Wo * static_cast<int64_t>(sizeof(T));
 
   // fp32/fp64 weights with unit column stride are read in place, whole vectors even
@@ -270,20 +286,19 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
   // row is staged (converted, zero tail) when its dtype or stride differs, or when a
   // vector read would leave the weight tensor's footprint.
   const bool direct = std::is_same_v<T, A> && w.s.j == 1;
+  const bool prefetch = taps * g.Ho * wo_bytes > 64 * 1024;
   const T* w_end = w.data + 1 + (g.B - 1) * w.s.b + (g.G - 1) * w.s.g + (g.Kh - 1) * w.s.u +
                    (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
 
-  at::parallel_for(0, g.B * g.G * row_blocks, 1, [&](int64_t begin, int64_t end) {
-    StagedInput<T, A> xs(g, wo_padded, R);
+  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+    StagedInput<T, A> xs(g, wo_padded, tasks.per);
     std::vector<A> wrow(taps * wo_padded);  // staged weights of one output row
     std::vector<const A*> wp(taps);          // per tap: weights of the current row
     std::vector<int64_t> w_tap_offset(taps);
     for (int64_t tap = 0; tap < taps; ++tap)
       w_tap_offset[tap] = (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / (g.G * row_blocks);
-      const int64_t grp = (task / row_blocks) % g.G;
-      const int64_t i0 = (task % row_blocks) * R, i1 = std::min(g.Ho, i0 + R);
+      const auto [b, grp, i0, i1] = tasks[task];
       xs.stage(x, b, grp, i0, i1);
       const T* wplane = w.data + b * w.s.b + grp * w.s.g;
       for (int64_t i = i0; i < i1; ++i) {
@@ -297,8 +312,9 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
             if (src + wo_padded <= w_end) {
               wp[tap] = src;
               // The weight is 49 concurrent streams for K=7, more than the hardware
-              // prefetcher follows: fetch the next row's segments by hand.
-              if (i + 1 < i1)
+              // prefetcher follows: fetch the next row's segments by hand (unless the
+              // group's whole weight slab is small enough to stay in cache anyway).
+              if (prefetch && i + 1 < i1)
                 for (int64_t off = 0; off < wo_bytes; off += 64)
                   __builtin_prefetch(reinterpret_cast<const char*>(src + w.s.i) + off);
               continue;
@@ -339,17 +355,14 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.Kh * g.Kw;
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const int64_t R = rows_per_task(g.B * g.G, g.Ho);
-  const int64_t row_blocks = ceil_div(g.Ho, R);
+  const RowTasks tasks(g, g.Ho);
 
-  at::parallel_for(0, g.B * g.G * row_blocks, 1, [&](int64_t begin, int64_t end) {
-    StagedInput<T, A> xs(g, wo_padded, R);
+  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+    StagedInput<T, A> xs(g, wo_padded, tasks.per);
     std::vector<A> gyrow(cg * wo_padded);    // grad_y of one output row, per channel
     std::vector<A> gwrow(taps * wo_padded);  // grad_w of one output row, per tap
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / (g.G * row_blocks);
-      const int64_t grp = (task / row_blocks) % g.G;
-      const int64_t i0 = (task % row_blocks) * R, i1 = std::min(g.Ho, i0 + R);
+      const auto [b, grp, i0, i1] = tasks[task];
       xs.stage(x, b, grp, i0, i1);
       for (int64_t i = i0; i < i1; ++i) {
         stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
@@ -408,18 +421,15 @@ void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, Vie
   // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
   const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
   const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
-  const int64_t R = rows_per_task(g.B * g.G, g.H);
-  const int64_t row_blocks = ceil_div(g.H, R);
-  const int64_t max_out_rows = (R - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
+  const RowTasks tasks(g, g.H);
+  const int64_t max_out_rows = (tasks.per - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
 
-  at::parallel_for(0, g.B * g.G * row_blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     std::vector<A> gybuf(cg * max_out_rows * staged_width);
     std::vector<A> wbuf(taps * max_out_rows * staged_width);
     std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / (g.G * row_blocks);
-      const int64_t grp = (task / row_blocks) % g.G;
-      const int64_t h0 = (task % row_blocks) * R, h1 = std::min(g.H, h0 + R);
+      const auto [b, grp, h0, h1] = tasks[task];
       // Output rows that touch input rows [h0, h1).
       const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
       const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));

@@ -13,7 +13,7 @@
 // group's channels inside the owner thread. No atomics anywhere.
 #include "cuda/tiling.h"
 #include "shape_check.h"
-#include "tensor_views.h"
+#include "backend_common.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -34,6 +34,12 @@ namespace {
 
 template <typename T>
 using acc_t = at::opmath_type<T>;
+
+template <typename A>
+__device__ __forceinline__ A* shared_scratch() {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  return reinterpret_cast<A*>(smem_bytes);
+}
 
 // Stages `cc` channels of the window `win` of a (rows x cols) source plane into shared
 // memory, zero outside the source.
@@ -67,73 +73,29 @@ __device__ __forceinline__ A window_value(const A* smem, const Window& win, cons
   }
 }
 
-template <typename T, bool kStaged>
+// forward (Map = ForwardMap: src = input, out = output) and grad_input (GradInputMap:
+// src = grad_output, out = grad_input, a gather over the taps that reach each pixel).
+template <typename T, typename Map, bool kStaged>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(Shape s, Plan p, View4<const T> x, View6<const T> w, View4<T> y,
-                   bool channel_fastest) {
+    gather_kernel(Shape s, Plan p, View4<const T> src, int64_t src_rows, int64_t src_cols,
+                  View6<const T> w, View4<T> out, int64_t out_rows, int64_t out_cols,
+                  bool channel_fastest) {
   using A = acc_t<T>;
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  A* smem = reinterpret_cast<A*>(smem_bytes);
+  A* smem = shared_scratch<A>();
   const BlockCoord bc = block_coord(s, p, blockIdx.x);
-  const int64_t ty = threadIdx.x / kTileW, tx = threadIdx.x % kTileW;
-  const int64_t i = bc.h0 + ty, j = bc.w0 + tx;
-  const bool active = i < s.Ho && j < s.Wo;
-  const Window win = input_window(s, bc.h0, bc.w0);
-  const int64_t cg = s.cg();
-  const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
-  const T* wpix = w.data + bc.b * w.s.b + bc.g * w.s.g + i * w.s.i + j * w.s.j;
-  for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
-    const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
-    const T* xs = x.data + bc.b * x.s.b + (bc.g * cg + c0) * x.s.c;
-    if constexpr (kStaged) {
-      __syncthreads();  // the previous chunk's reads are done
-      stage_window(smem, xs, x.s.c, x.s.h, x.s.w, win, cc, s.H, s.W, channel_fastest);
-      __syncthreads();
-    }
-    if (!active) continue;
-    A acc[kMaxChunk];
-#pragma unroll
-    for (int c = 0; c < kMaxChunk; ++c) acc[c] = A(0);
-    for (int64_t u = 0; u < s.Kh; ++u) {
-      const int64_t r = forward_tap_row(s, ty, u);
-      for (int64_t v = 0; v < s.Kw; ++v) {
-        const int64_t col = forward_tap_col(s, tx, v);
-        const A wv = static_cast<A>(wpix[u * w.s.u + v * w.s.v]);
-#pragma unroll
-        for (int c = 0; c < kMaxChunk; ++c)
-          if (c < cc)
-            acc[c] += wv * window_value<kStaged>(smem, win, xs, x.s.c, x.s.h, x.s.w, c, r, col,
-                                                 s.H, s.W);
-      }
-    }
-    T* out = y.data + bc.b * y.s.b + (bc.g * cg + c0) * y.s.c + i * y.s.h + j * y.s.w;
-#pragma unroll
-    for (int c = 0; c < kMaxChunk; ++c)
-      if (c < cc) out[c * y.s.c] = static_cast<T>(acc[c]);
-  }
-}
-
-template <typename T, bool kStaged>
-__global__ void __launch_bounds__(kThreads)
-    grad_input_kernel(Shape s, Plan p, View4<const T> gy, View6<const T> w, View4<T> gx,
-                      bool channel_fastest) {
-  using A = acc_t<T>;
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  A* smem = reinterpret_cast<A*>(smem_bytes);
-  const BlockCoord bc = block_coord(s, p, blockIdx.x);
-  const int64_t ty = threadIdx.x / kTileW, tx = threadIdx.x % kTileW;
-  const int64_t h = bc.h0 + ty, wc = bc.w0 + tx;
-  const bool active = h < s.H && wc < s.W;
-  const Window win = output_window(s, bc.h0, bc.w0);
+  const auto [ty, tx, ph, pw] = thread_pixel(bc, threadIdx.x);
+  const bool active = ph < out_rows && pw < out_cols;
+  const Window win = Map::window(s, bc.h0, bc.w0);
   const int64_t cg = s.cg();
   const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
   const T* wplane = w.data + bc.b * w.s.b + bc.g * w.s.g;
   for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
     const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
-    const T* gys = gy.data + bc.b * gy.s.b + (bc.g * cg + c0) * gy.s.c;
+    const T* srcc = src.data + bc.b * src.s.b + (bc.g * cg + c0) * src.s.c;
     if constexpr (kStaged) {
-      __syncthreads();
-      stage_window(smem, gys, gy.s.c, gy.s.h, gy.s.w, win, cc, s.Ho, s.Wo, channel_fastest);
+      __syncthreads();  // the previous chunk's reads are done
+      stage_window(smem, srcc, src.s.c, src.s.h, src.s.w, win, cc, src_rows, src_cols,
+                   channel_fastest);
       __syncthreads();
     }
     if (!active) continue;
@@ -142,21 +104,20 @@ __global__ void __launch_bounds__(kThreads)
     for (int c = 0; c < kMaxChunk; ++c) acc[c] = A(0);
     for (int64_t u = 0; u < s.Kh; ++u) {
       for (int64_t v = 0; v < s.Kw; ++v) {
-        int64_t i, j;
-        if (!grad_input_tap(s, h, wc, u, v, i, j)) continue;
-        const A wv = static_cast<A>(wplane[u * w.s.u + v * w.s.v + i * w.s.i + j * w.s.j]);
-        const int64_t r = i - win.row0, col = j - win.col0;
+        TapRead t;
+        if (!Map::tap(s, win, ty, tx, ph, pw, u, v, t)) continue;
+        const A wv = static_cast<A>(wplane[u * w.s.u + v * w.s.v + t.wi * w.s.i + t.wj * w.s.j]);
 #pragma unroll
         for (int c = 0; c < kMaxChunk; ++c)
           if (c < cc)
-            acc[c] += wv * window_value<kStaged>(smem, win, gys, gy.s.c, gy.s.h, gy.s.w, c, r,
-                                                 col, s.Ho, s.Wo);
+            acc[c] += wv * window_value<kStaged>(smem, win, srcc, src.s.c, src.s.h, src.s.w, c,
+                                                 t.r, t.col, src_rows, src_cols);
       }
     }
-    T* out = gx.data + bc.b * gx.s.b + (bc.g * cg + c0) * gx.s.c + h * gx.s.h + wc * gx.s.w;
+    T* o = out.data + bc.b * out.s.b + (bc.g * cg + c0) * out.s.c + ph * out.s.h + pw * out.s.w;
 #pragma unroll
     for (int c = 0; c < kMaxChunk; ++c)
-      if (c < cc) out[c * gx.s.c] = static_cast<T>(acc[c]);
+      if (c < cc) o[c * out.s.c] = static_cast<T>(acc[c]);
   }
 }
 
@@ -167,11 +128,9 @@ __global__ void __launch_bounds__(kThreads)
     grad_weight_kernel(Shape s, Plan p, View4<const T> gy, View4<const T> x, View6<O> gw,
                        bool channel_fastest) {
   using A = acc_t<T>;
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  A* smem = reinterpret_cast<A*>(smem_bytes);
+  A* smem = shared_scratch<A>();
   const BlockCoord bc = block_coord(s, p, blockIdx.x);
-  const int64_t ty = threadIdx.x / kTileW, tx = threadIdx.x % kTileW;
-  const int64_t i = bc.h0 + ty, j = bc.w0 + tx;
+  const auto [ty, tx, i, j] = thread_pixel(bc, threadIdx.x);
   const bool active = i < s.Ho && j < s.Wo;
   const Window win = input_window(s, bc.h0, bc.w0);
   const int64_t cg = s.cg();
@@ -214,38 +173,22 @@ Shape to_shape(const Geometry& g) {
 
 bool channels_inner(const at::Tensor& t) { return std::abs(t.stride(1)) < std::abs(t.stride(3)); }
 
-template <typename T>
-void launch_forward(const Shape& s, const at::Tensor& input, const at::Tensor& weight,
-                    at::Tensor& out) {
+template <typename T, typename Map>
+void launch_gather(const Shape& s, const Window& max_window, const at::Tensor& src,
+                   int64_t src_rows, int64_t src_cols, const at::Tensor& weight, at::Tensor& out) {
   using A = acc_t<T>;
-  const Plan p = make_plan(s, s.Ho, s.Wo, input_window(s, 0, 0), sizeof(A));
+  const Plan p = make_plan(s, out.size(2), out.size(3), max_window, sizeof(A));
   auto stream = c10::cuda::getCurrentCUDAStream();
-  auto x = view4<const T>(input);
-  auto w = view6<const T>(weight);
-  auto y = view4<T>(out);
-  const bool cf = channels_inner(input);
+  const auto sv = view4<const T>(src);
+  const auto wv = view6<const T>(weight);
+  auto ov = view4<T>(out);
+  const bool cf = channels_inner(src);
   if (p.chunk > 0) {
-    forward_kernel<T, true><<<p.blocks, kThreads, p.smem_elems() * sizeof(A), stream>>>(s, p, x, w, y, cf);
+    gather_kernel<T, Map, true><<<p.blocks, kThreads, p.smem_elems() * sizeof(A), stream>>>(
+        s, p, sv, src_rows, src_cols, wv, ov, out.size(2), out.size(3), cf);
   } else {
-    forward_kernel<T, false><<<p.blocks, kThreads, 0, stream>>>(s, p, x, w, y, cf);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-template <typename T>
-void launch_grad_input(const Shape& s, const at::Tensor& grad_out, const at::Tensor& weight,
-                       at::Tensor& grad_in) {
-  using A = acc_t<T>;
-  const Plan p = make_plan(s, s.H, s.W, max_output_window(s), sizeof(A));
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  auto gy = view4<const T>(grad_out);
-  auto w = view6<const T>(weight);
-  auto gx = view4<T>(grad_in);
-  const bool cf = channels_inner(grad_out);
-  if (p.chunk > 0) {
-    grad_input_kernel<T, true><<<p.blocks, kThreads, p.smem_elems() * sizeof(A), stream>>>(s, p, gy, w, gx, cf);
-  } else {
-    grad_input_kernel<T, false><<<p.blocks, kThreads, 0, stream>>>(s, p, gy, w, gx, cf);
+    gather_kernel<T, Map, false><<<p.blocks, kThreads, 0, stream>>>(
+        s, p, sv, src_rows, src_cols, wv, ov, out.size(2), out.size(3), cf);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -291,12 +234,12 @@ at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& weight, at::I
   TORCH_CHECK(input.is_cuda(), "involution::forward: CUDA kernel got a ", input.device(),
               " tensor");
   c10::cuda::CUDAGuard device_guard(input.device());
-  at::Tensor out = at::empty({g.B, g.C, g.Ho, g.Wo},
-                             input.options().memory_format(input.suggest_memory_format()));
+  at::Tensor out = empty_output(input, g);
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_forward_cuda", [&] {
-    launch_forward<scalar_t>(to_shape(g), input, weight, out);
+    const Shape s = to_shape(g);
+    launch_gather<scalar_t, ForwardMap>(s, input_window(s, 0, 0), input, g.H, g.W, weight, out);
   });
   return out;
 }
@@ -310,17 +253,14 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_output,
   TORCH_CHECK(input.is_cuda(), "involution::backward: CUDA kernel got a ", input.device(),
               " tensor");
   c10::cuda::CUDAGuard device_guard(input.device());
-  at::Tensor grad_input, grad_weight;
-  if (output_mask[0])
-    grad_input = at::empty(input.sizes(),
-                           input.options().memory_format(input.suggest_memory_format()));
-  if (output_mask[1]) grad_weight = at::empty_like(weight);
+  auto [grad_input, grad_weight] = empty_grads(input, weight, output_mask);
   if (g.B == 0) return {grad_input, grad_weight};
   const Shape s = to_shape(g);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_backward_cuda", [&] {
     if (grad_input.defined() && grad_input.numel() > 0)
-      launch_grad_input<scalar_t>(s, grad_output, weight, grad_input);
+      launch_gather<scalar_t, GradInputMap>(s, max_output_window(s), grad_output, g.Ho, g.Wo,
+                                            weight, grad_input);
     if (grad_weight.defined()) launch_grad_weight<scalar_t>(s, grad_output, input, grad_weight);
   });
   return {grad_input, grad_weight};

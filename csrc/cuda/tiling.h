@@ -98,6 +98,15 @@ INVOLUTION_HD BlockCoord block_coord(const Shape& s, const Plan& p, int64_t bloc
   return {bg / s.G, bg % s.G, th * kTileH, tw * kTileW};
 }
 
+// Thread t of a block owns pixel (h0 + ty, w0 + tx) of its tile.
+struct ThreadPixel {
+  int64_t ty, tx, h, w;
+};
+INVOLUTION_HD ThreadPixel thread_pixel(const BlockCoord& bc, int64_t thread) {
+  const int64_t ty = thread / kTileW, tx = thread % kTileW;
+  return {ty, tx, bc.h0 + ty, bc.w0 + tx};
+}
+
 // Cooperative staging: staged element `idx` of a chunk of `chunk` channels maps to
 // (channel, row, col). Column-fastest suits NCHW sources (coalesced along W); with
 // channel_fastest the channels of one pixel are adjacent (channels_last sources).
@@ -133,5 +142,35 @@ INVOLUTION_HD bool grad_input_tap(const Shape& s, int64_t h, int64_t w, int64_t 
   j = nw / s.sw;
   return i < s.Ho && j < s.Wo;
 }
+
+// The index maps of the two gather kernels, forward and grad_input, which both compute
+// out[c, pixel] = sum over taps of weight[tap, wi, wj] * src[c, window cell (r, col)]:
+// which window a tile stages, and for a pixel and a tap the cell to read and the weight
+// pixel (wi, wj) to apply (false: the tap does not reach this pixel).
+struct TapRead {
+  int64_t r, col, wi, wj;
+};
+struct ForwardMap {  // pixels: output (i, j); source: input
+  INVOLUTION_HD static Window window(const Shape& s, int64_t h0, int64_t w0) {
+    return input_window(s, h0, w0);
+  }
+  INVOLUTION_HD static bool tap(const Shape& s, const Window&, int64_t ty, int64_t tx, int64_t i,
+                                int64_t j, int64_t u, int64_t v, TapRead& t) {
+    t = {forward_tap_row(s, ty, u), forward_tap_col(s, tx, v), i, j};
+    return true;
+  }
+};
+struct GradInputMap {  // pixels: input (h, w); source: grad_output
+  INVOLUTION_HD static Window window(const Shape& s, int64_t h0, int64_t w0) {
+    return output_window(s, h0, w0);
+  }
+  INVOLUTION_HD static bool tap(const Shape& s, const Window& win, int64_t, int64_t, int64_t h,
+                                int64_t w, int64_t u, int64_t v, TapRead& t) {
+    int64_t i, j;
+    if (!grad_input_tap(s, h, w, u, v, i, j)) return false;
+    t = {i - win.row0, j - win.col0, i, j};
+    return true;
+  }
+};
 
 }  // namespace involution::cuda
