@@ -46,23 +46,26 @@ template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // GCC/Clang vector extensions: the compiler maps them onto the ISA this file is built for.
-template <typename A>
+// VB is the vector width in bytes; the AVX-512 build also runs 32-byte vectors for rows
+// of at most 8 fp32 (RedNet's 7x7 stage), where 64-byte ones would leave half the lanes
+// idle (and 256-bit FMAs issue twice as fast as 512-bit ones on AMD Zen 4).
+template <typename A, int VB>
 struct VecOf {
-  typedef A type __attribute__((vector_size(kVecBytes)));
+  typedef A type __attribute__((vector_size(VB)));
 };
-template <typename A>
-using Vec = typename VecOf<A>::type;
-template <typename A>
-constexpr int64_t kLanes = kVecBytes / sizeof(A);
+template <typename A, int VB = kVecBytes>
+using Vec = typename VecOf<A, VB>::type;
+template <typename A, int VB = kVecBytes>
+constexpr int64_t kLanes = VB / sizeof(A);
 
-template <typename A>
-inline Vec<A> load(const A* p) {
-  Vec<A> v;
+template <int VB, typename A>
+inline Vec<A, VB> load(const A* p) {
+  Vec<A, VB> v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-template <typename A>
-inline void store(A* p, const Vec<A>& v) {
+template <typename A, typename V>
+inline void store(A* p, const V& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
@@ -163,16 +166,17 @@ void stage_weight_rows(A* dst, int64_t dst_tap, int64_t dst_r, const T* plane,
                 LineBlock{1, rows, width, 0, dst_r, 0, s.i, s.j, row0, g.Ho, col0, 1, g.Wo});
 }
 
-// Writes the first n lanes of v to dst[l * stride], converting to T.
-template <typename A, typename T>
-inline void store_lanes(T* dst, int64_t stride, const Vec<A>& v, int64_t n) {
+// Writes the first n lanes of v (a vector of A) to dst[l * stride], converting to T.
+template <typename A, typename V, typename T>
+inline void store_lanes(T* dst, int64_t stride, const V& v, int64_t n) {
+  constexpr int64_t lanes = sizeof(V) / sizeof(A);
   if constexpr (std::is_same_v<T, A>) {
-    if (stride == 1 && n == kLanes<A>) {
+    if (stride == 1 && n == lanes) {
       store(dst, v);
       return;
     }
   }
-  alignas(kVecBytes) A tmp[kLanes<A>];
+  alignas(sizeof(V)) A tmp[lanes];
   store(tmp, v);
   if constexpr (std::is_same_v<T, A>) {
     if (stride == 1) {
@@ -271,10 +275,10 @@ struct StagedInput {
 
 // ---------------------------------------------------------------- forward ----------
 
-template <typename T>
+template <typename T, int VB>
 void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T> y) {
   using A = acc_t<T>;
-  constexpr int64_t VL = kLanes<A>;
+  constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.Kh * g.Kw;
   const int64_t wo_padded = round_up(g.Wo, VL);
@@ -328,12 +332,12 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
           const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
           T* yrow = y.data + b * y.s.b + (grp * cg + c0) * y.s.c + i * y.s.h;
           for (int64_t j = 0; j < wo_padded; j += VL) {
-            Vec<A> acc[CB] = {};
+            Vec<A, VB> acc[CB] = {};
             for (int64_t tap = 0; tap < taps; ++tap) {
-              const Vec<A> wv = load(wp[tap] + j);
+              const Vec<A, VB> wv = load<VB>(wp[tap] + j);
               const A* xp = xrow + xs.offset(i - i0, tap) + j;
 #pragma GCC unroll 16
-              for (int c = 0; c < CB; ++c) acc[c] += wv * load(xp + c * xs.channel_stride);
+              for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(xp + c * xs.channel_stride);
             }
             const int64_t n = std::min(VL, g.Wo - j);
 #pragma GCC unroll 16
@@ -348,10 +352,10 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
 // ------------------------------------------------------------ grad_weight ----------
 // grad_w[b,g,u,v,i,j] = sum_{c in g} grad_y[b,c,i,j] * x[b,c,i*s-p+u*d, j*s-p+v*d]
 
-template <typename T>
+template <typename T, int VB>
 void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, View6<T> gw) {
   using A = acc_t<T>;
-  constexpr int64_t VL = kLanes<A>;
+  constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.Kh * g.Kw;
   const int64_t wo_padded = round_up(g.Wo, VL);
@@ -373,20 +377,20 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
           constexpr int CB = decltype(cb)::value;
           const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
           for (int64_t j = 0; j < wo_padded; j += VL) {
-            Vec<A> gyv[CB];
+            Vec<A, VB> gyv[CB];
 #pragma GCC unroll 16
-            for (int c = 0; c < CB; ++c) gyv[c] = load(&gyrow[(c0 + c) * wo_padded + j]);
+            for (int c = 0; c < CB; ++c) gyv[c] = load<VB>(&gyrow[(c0 + c) * wo_padded + j]);
             for (int64_t tap = 0; tap < taps; ++tap) {
               const A* xp = xrow + xs.offset(i - i0, tap) + j;
               // Two partial sums halve the FMA dependency chain; the order is fixed.
-              Vec<A> s0 = gyv[0] * load(xp), s1 = {};
+              Vec<A, VB> s0 = gyv[0] * load<VB>(xp), s1 = {};
 #pragma GCC unroll 16
               for (int c = 1; c < CB; ++c) {
-                const Vec<A> p = gyv[c] * load(xp + c * xs.channel_stride);
+                const Vec<A, VB> p = gyv[c] * load<VB>(xp + c * xs.channel_stride);
                 if (c % 2) s1 += p; else s0 += p;
               }
               A* out = &gwrow[tap * wo_padded + j];
-              store(out, first_block ? s0 + s1 : load(out) + (s0 + s1));
+              store(out, first_block ? s0 + s1 : load<VB>(out) + (s0 + s1));
             }
           }
           first_block = false;
@@ -395,7 +399,7 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
         for (int64_t tap = 0; tap < taps; ++tap) {
           T* d = dst + (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
           for (int64_t j = 0; j < g.Wo; j += VL)
-            store_lanes<A>(d + j * gw.s.j, gw.s.j, load(&gwrow[tap * wo_padded + j]),
+            store_lanes<A>(d + j * gw.s.j, gw.s.j, load<VB>(&gwrow[tap * wo_padded + j]),
                         std::min(VL, g.Wo - j));
         }
       }
@@ -410,10 +414,10 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
 // rw = w mod stride_w, where the valid taps are the same for every column and
 // j = t + offset(v) is contiguous in t = w / stride_w — so the loop vectorizes over t.
 
-template <typename T>
+template <typename T, int VB>
 void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, View4<T> gx) {
   using A = acc_t<T>;
-  constexpr int64_t VL = kLanes<A>;
+  constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.Kh * g.Kw;
   const int64_t sh = g.stride_h, sw = g.stride_w;
@@ -464,12 +468,12 @@ void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, Vie
             const A* gyc = gybuf.data() + c0 * gy_cstride;
             T* dst = gx.data + b * gx.s.b + (grp * cg + c0) * gx.s.c + h * gx.s.h + rw * gx.s.w;
             for (int64_t t = 0; t < count; t += VL) {
-              Vec<A> acc[CB] = {};
+              Vec<A, VB> acc[CB] = {};
               for (int64_t n = 0; n < ntaps; ++n) {
-                const Vec<A> wv = load(&wbuf[w_off[n] + t]);
+                const Vec<A, VB> wv = load<VB>(&wbuf[w_off[n] + t]);
                 const A* gp = gyc + gy_off[n] + t;
 #pragma GCC unroll 16
-                for (int c = 0; c < CB; ++c) acc[c] += wv * load(gp + c * gy_cstride);
+                for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * gy_cstride);
               }
               const int64_t m = std::min(VL, count - t);
 #pragma GCC unroll 16
@@ -485,19 +489,31 @@ void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, Vie
 
 }  // namespace
 
+// Runs impl with 32-byte vectors when `width` fits in them on an AVX-512 build (see Vec),
+// else with the build's full vectors.
+template <typename T, typename Impl>
+void with_vector_width(int64_t width, Impl&& impl) {
+  if constexpr (kVecBytes > 32) {
+    if (width <= kLanes<acc_t<T>, 32>) return impl(std::integral_constant<int, 32>{});
+  }
+  impl(std::integral_constant<int, kVecBytes>{});
+}
+
 template <typename T>
 void forward(const Geometry& g, View4<const T> input, View6<const T> weight, View4<T> out) {
-  forward_impl<T>(g, input, weight, out);
+  with_vector_width<T>(g.Wo, [&](auto vb) { forward_impl<T, vb()>(g, input, weight, out); });
 }
 template <typename T>
 void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weight,
                 View4<T> grad_in) {
-  grad_input_impl<T>(g, grad_out, weight, grad_in);
+  with_vector_width<T>(ceil_div(g.W, g.stride_w), [&](auto vb) {
+    grad_input_impl<T, vb()>(g, grad_out, weight, grad_in);
+  });
 }
 template <typename T>
 void grad_weight(const Geometry& g, View4<const T> grad_out, View4<const T> input,
                  View6<T> grad_w) {
-  grad_weight_impl<T>(g, grad_out, input, grad_w);
+  with_vector_width<T>(g.Wo, [&](auto vb) { grad_weight_impl<T, vb()>(g, grad_out, input, grad_w); });
 }
 
 #define INVOLUTION_INSTANTIATE(T)                                                  \
