@@ -89,6 +89,9 @@ def peak_extra_mb(fn, device):
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     try:  # Linux: writing 5 to clear_refs resets the peak-RSS mark (VmHWM).
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed pages back, so reuse shows up
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
@@ -245,19 +248,23 @@ def plot(rows, path, title):
     import matplotlib.pyplot as plt
 
     groups = sorted({(r.dtype, r.pass_) for r in rows})
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
-    names = ["involution_ext", "unfold", "depthwise7x7", "dense3x3"]
-    for ax, (dtype, pass_) in zip(axes[0], groups):
+    ncols = 2
+    nrows = (len(groups) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 4.2 * nrows), squeeze=False)
+    names = [n for n in ["involution_ext", "per_element", "unfold", "depthwise7x7", "dense3x3"] if n in rows[0].times_ms]
+    for ax, (dtype, pass_) in zip(axes.flat, groups):
         sel = [r for r in rows if r.dtype == dtype and r.pass_ == pass_]
-        labels = [f"{r.shape}\n{'CL' if r.layout == 'channels_last' else 'NCHW'}" for r in sel]
-        width = 0.2
+        labels = [f"{r.shape.split(' ', 1)[1]}\n{'CL' if r.layout == 'channels_last' else 'NCHW'}" for r in sel]
+        width = 0.8 / len(names)
         for k, name in enumerate(names):
             ax.bar([i + k * width for i in range(len(sel))], [r.times_ms[name] for r in sel], width, label=name)
-        ax.set_xticks([i + 1.5 * width for i in range(len(sel))], labels, fontsize=6)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sel))], labels, fontsize=7, rotation=45, ha="right")
         ax.set_yscale("log")
         ax.set_ylabel("ms (log)")
-        ax.set_title(f"{dtype} {pass_}")
-    axes[0][0].legend(fontsize=7)
+        ax.set_title(f"{dtype} {pass_}", fontsize=10)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -288,7 +295,7 @@ def main(argv=None):
     payload = {"machine": info, "batch": batch, "kernel": K, "group_channels": GROUP_CHANNELS,
                "copy_bandwidth_gbps": bandwidth, "rows": [asdict(r) for r in rows]}
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1))
-    plot(rows, RESULTS / f"{stem}.png", f"{info['device']} | B={batch}, K={K}, {GROUP_CHANNELS} ch/group")
+    plot(rows, RESULTS / f"{stem}.png", f"{info['device']} | B={','.join(map(str, batch))}, K={K}, {GROUP_CHANNELS} ch/group")
     print(f"wrote {RESULTS / (stem + '.json')} and .png")
 
 

@@ -1,0 +1,36 @@
+"""Prints a bench_ops JSON result as the Markdown table the README shows.
+
+    python benchmarks/results_table.py benchmarks/results/bench_ops_cpu.json [--dtype float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args(argv)
+    data = json.load(open(args.path))
+    bw = data["copy_bandwidth_gbps"]
+    print(f"Copy bandwidth in the same run: {bw:.1f} GB/s. {data['machine']['device']}, "
+          f"{data['machine']['threads']} threads, torch {data['machine']['torch']}, dtype {args.dtype}.\n")
+    print("| shape | layout | pass | ours ms | unfold ms | depthwise 7×7 ms | dense 3×3 ms | × faster than unfold "
+          "| ours / dense 3×3 | GB/s (% copy) | peak extra MB ours / unfold |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in data["rows"]:
+        if r["dtype"] != args.dtype:
+            continue
+        t, m = r["times_ms"], r["peak_extra_mb"]
+        ours = t["involution_ext"]
+        gbps = f"{r['gbps']:.1f} ({100 * r['gbps'] / bw:.0f} %)" if r["gbps"] else ""
+        print(f"| {r['shape']} | {r['layout']} | {r['pass_']} | {ours:.2f} | {t['unfold']:.1f} | {t['depthwise7x7']:.2f} "
+              f"| {t['dense3x3']:.2f} | {t['unfold'] / ours:.1f} | {ours / t['dense3x3']:.2f} | {gbps} "
+              f"| {m['involution_ext']:.1f} / {m['unfold']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
