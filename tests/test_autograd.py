@@ -110,3 +110,12 @@ def test_expanded_grad_output():
     gx_ref, gw_ref, _, _ = reference_grads(x, w, torch.ones(2, 6, *case.out, dtype=torch.float64), case)
     torch.testing.assert_close(x.grad, gx_ref)
     torch.testing.assert_close(w.grad, gw_ref)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_backward_rednet_shape(channels_last, cpu_isa):
+    """16 channels per group, K=7, stride 1 and 2, wide enough for the blocked
+    channels_last staging path."""
+    for stride in (1, 2):
+        case = Case(B=2, C=32, G=2, H=20, W=21, K=(7, 7), stride=(stride, stride), padding=(3, 3), dilation=(1, 1))
+        check_backward(case, torch.float32, channels_last, stride)

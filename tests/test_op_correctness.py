@@ -43,7 +43,7 @@ def test_forward_dtypes_layouts(dtype, channels_last, cpu_isa):
 def test_rednet_stage_shape(dtype, cpu_isa):
     """The shape RedNet uses: 16 channels per group, K=7, 'same' padding, and stride 2."""
     for stride in (1, 2):
-        case = Case(B=2, C=64, G=4, H=14, W=14, K=(7, 7), stride=(stride, stride), padding=(3, 3), dilation=(1, 1))
+        case = Case(B=2, C=64, G=4, H=20, W=21, K=(7, 7), stride=(stride, stride), padding=(3, 3), dilation=(1, 1))
         check_forward(case, dtype, channels_last=False)
         check_forward(case, dtype, channels_last=True)
 

@@ -142,10 +142,26 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
       std::fill(d + hi, d + L.width, A(0));
     }
     A* d = dst + r * L.dst_r;
-    for (int64_t k = lo; k < hi; ++k) {
-      const T* s = row + (L.col0 + k * L.step) * L.s_w;
-      for (int64_t c = 0; c < L.planes; ++c) d[c * L.dst_c + k] = static_cast<A>(s[c * L.s_c]);
+    int64_t k = lo, c0 = 0;
+    if (L.s_c == 1) {
+      // Square blocks through a small buffer, so both the reads (pixel-major) and the
+      // writes (plane-major) are contiguous runs the compiler vectorizes.
+      constexpr int64_t kB = 16;
+      for (; c0 + kB <= L.planes; c0 += kB)
+        for (int64_t kb = lo; kb + kB <= hi; kb += kB) {
+          A tile[kB][kB];
+          for (int64_t kk = 0; kk < kB; ++kk) {
+            const T* s = row + (L.col0 + (kb + kk) * L.step) * L.s_w + c0;
+            for (int64_t c = 0; c < kB; ++c) tile[kk][c] = static_cast<A>(s[c]);
+          }
+          for (int64_t c = 0; c < kB; ++c)
+            for (int64_t kk = 0; kk < kB; ++kk) d[(c0 + c) * L.dst_c + kb + kk] = tile[kk][c];
+        }
+      k = lo + (hi - lo) / kB * kB;  // columns [lo, k) of planes [0, c0) are done
     }
+    for (int64_t c = 0; c < L.planes; ++c)
+      for (int64_t kk = c < c0 ? k : lo; kk < hi; ++kk)
+        d[c * L.dst_c + kk] = static_cast<A>(row[(L.col0 + kk * L.step) * L.s_w + c * L.s_c]);
   }
 }
 
