@@ -95,13 +95,14 @@ void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64
     lo = std::min(lo, hi);
   }
   for (int64_t k = 0; k < lo; ++k) dst[k] = A(0);
-  if (step == 1 && col_stride == 1) {
-    const T* __restrict s = src + col0;
-    for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k]);
-  } else {
-    const int64_t jump = step * col_stride;
-    const T* __restrict s = src + col0 * col_stride;
-    for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<A>(s[k * jump]);
+  if (hi > lo) {  // s: the first valid source element (never a pointer outside the row)
+    const T* __restrict s = src + (col0 + lo * step) * col_stride;
+    if (step == 1 && col_stride == 1) {
+      for (int64_t k = 0; k < hi - lo; ++k) dst[lo + k] = static_cast<A>(s[k]);
+    } else {
+      const int64_t jump = step * col_stride;
+      for (int64_t k = 0; k < hi - lo; ++k) dst[lo + k] = static_cast<A>(s[k * jump]);
+    }
   }
   for (int64_t k = hi; k < width; ++k) dst[k] = A(0);
 }
@@ -329,7 +330,7 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
         for (int64_t tap = 0; direct && tap < taps; ++tap) {
           const T* src = wplane + w_tap_offset[tap] + i * w.s.i;
           if constexpr (std::is_same_v<T, A>) {
-            if (src + wo_padded <= w_end) {
+            if (w_end - src >= wo_padded) {
               wp[tap] = src;
               // The weight is 49 concurrent streams for K=7, more than the hardware
               // prefetcher follows: fetch the next row's segments by hand (unless the
