@@ -80,20 +80,28 @@ inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
 // dst[k] = src[(col0 + k * step) * col_stride] where 0 <= col0 + k*step < ncols, else 0,
 // for k in [0, width). src == nullptr stages a row of zeros (a row in the padding).
 // Rows are short (tens of elements), so plain loops beat memcpy/memset calls.
+// The k in [0, width) with 0 <= col0 + k*step < ncols, as [lo, hi) (empty: lo == hi).
+struct ColumnRange {
+  int64_t lo, hi;
+};
+inline ColumnRange valid_columns(int64_t width, int64_t col0, int64_t step, int64_t ncols) {
+  if (col0 >= ncols) return {0, 0};
+  int64_t lo, hi;
+  if (step == 1) {  // the common case, without integer divisions
+    lo = std::max<int64_t>(0, -col0);
+    hi = std::min(width, ncols - col0);
+  } else {
+    lo = col0 >= 0 ? 0 : ceil_div(-col0, step);
+    hi = std::min(width, floor_div(ncols - 1 - col0, step) + 1);
+  }
+  return {std::min(lo, hi), hi};
+}
+
 template <typename T, typename A>
 void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64_t col0,
                 int64_t step, int64_t col_stride, int64_t ncols) {
-  int64_t lo = 0, hi = 0;  // valid k in [lo, hi)
-  if (src != nullptr && col0 < ncols) {
-    if (step == 1) {  // the common case, without integer divisions
-      lo = std::max<int64_t>(0, -col0);
-      hi = std::min(width, ncols - col0);
-    } else {
-      lo = col0 >= 0 ? 0 : ceil_div(-col0, step);
-      hi = std::min(width, floor_div(ncols - 1 - col0, step) + 1);
-    }
-    lo = std::min(lo, hi);
-  }
+  const auto [lo, hi] =
+      src != nullptr ? valid_columns(width, col0, step, ncols) : ColumnRange{0, 0};
   for (int64_t k = 0; k < lo; ++k) dst[k] = A(0);
   if (hi > lo) {  // s: the first valid source element (never a pointer outside the row)
     const T* __restrict s = src + (col0 + lo * step) * col_stride;
@@ -131,12 +139,7 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
                    L.col0, L.step, L.s_w, L.ncols);
       continue;
     }
-    int64_t lo = 0, hi = 0;  // same valid range as stage_line
-    if (L.col0 < L.ncols) {
-      lo = L.col0 >= 0 ? 0 : ceil_div(-L.col0, L.step);
-      hi = std::min(L.width, floor_div(L.ncols - 1 - L.col0, L.step) + 1);
-      lo = std::min(lo, hi);
-    }
+    const auto [lo, hi] = valid_columns(L.width, L.col0, L.step, L.ncols);
     for (int64_t c = 0; c < L.planes; ++c) {
       A* d = dst + c * L.dst_c + r * L.dst_r;
       std::fill(d, d + lo, A(0));
