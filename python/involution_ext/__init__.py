@@ -13,12 +13,16 @@ from ._library import library_path, load_library
 
 _LIBRARY_PATH = load_library()
 
-from . import _meta  # noqa: E402
+from . import _flops, _meta  # noqa: E402
 
 _meta.register()
+_flops.register()
 
-from . import functional, reference  # noqa: E402
+from . import functional, models, reference  # noqa: E402
+from .checkpoint import load_official_checkpoint  # noqa: E402
 from .functional import involution2d  # noqa: E402
+from .models import rednet26, rednet38, rednet50, rednet101, rednet152  # noqa: E402
+from .modules import Involution2d  # noqa: E402
 
 
 def build_info() -> dict:
@@ -48,4 +52,5 @@ def torch_version() -> str:
     return torch.__version__
 
 
-__all__ = ["involution2d", "functional", "reference", "build_info", "cpu_isa", "library_path"]
+__all__ = ["involution2d", "Involution2d", "functional", "models", "reference", "rednet26", "rednet38", "rednet50",
+           "rednet101", "rednet152", "load_official_checkpoint", "build_info", "cpu_isa", "library_path"]

@@ -1,0 +1,177 @@
+"""Whole-model benchmark: RedNet-26/38/50/101 against a plain ResNet-50 (built here, since
+torchvision does not install beside our torch build) and against RedNet-50 whose aggregation
+runs the unfold reference instead of the op.
+
+Inference at batch 1 and 16 (fp32, NCHW and channels_last) and one training step (forward,
+backward, SGD update). Prints times and ratios to ResNet-50 measured in this run, writes
+benchmarks/results/<out>.json and .png. Never asserts.
+
+    python benchmarks/bench_models.py            # full run
+    python benchmarks/bench_models.py --quick    # batch 1 only, fewer repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_ops import RESULTS, machine, timeit  # noqa: E402
+
+import involution_ext  # noqa: E402
+from involution_ext.models import rednet  # noqa: E402
+from involution_ext.modules import Involution2d  # noqa: E402
+from involution_ext.reference import involution2d_unfold  # noqa: E402
+
+
+class ResNetBottleneck(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        mid = cout // 4
+        self.branch = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.branch(x) + self.shortcut(x))
+
+
+def resnet50(num_classes=1000):
+    """torchvision's ResNet-50 (v1.5: stride in the 3x3 conv), 25.6 M parameters."""
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for i, n in enumerate((3, 4, 6, 3)):
+        cout = 256 * 2**i
+        for b in range(n):
+            layers.append(ResNetBottleneck(cin, cout, (1 if i == 0 else 2) if b == 0 else 1))
+            cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def _unfold_forward(self, x):
+    return involution2d_unfold(x, self.kernel(x), self.stride, self.padding, self.dilation)
+
+
+def with_unfold_aggregation(model):
+    """The same model, its involutions aggregated by the unfold reference (the official code's
+    CPU path) instead of the op."""
+    for m in model.modules():
+        if isinstance(m, Involution2d):
+            m.forward = types.MethodType(_unfold_forward, m)
+    return model
+
+
+def build(name):
+    if name == "resnet50":
+        return resnet50()
+    if name == "rednet50_unfold":
+        return with_unfold_aggregation(rednet(50))
+    return rednet(int(name.removeprefix("rednet")))
+
+
+def measure(model, batch, channels_last, train, reps, budget):
+    x = torch.randn(batch, 3, 224, 224)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if not train:
+        model.eval()
+        with torch.no_grad():
+            return timeit(lambda: model(x), torch.device("cpu"), reps, budget)
+    model.train()
+    target = torch.randint(0, 1000, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), target).backward()
+        opt.step()
+
+    return timeit(step, torch.device("cpu"), reps, budget)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default="bench_models_cpu")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine(torch.device("cpu"))
+    print(f"# {info['device']} | torch {info['torch']} | {info['threads']} threads | involution_ext {involution_ext.__version__}")
+    names = ["resnet50", "rednet26", "rednet38", "rednet50", "rednet101", "rednet50_unfold"]
+    settings = [("inference", 1, False), ("inference", 1, True)]
+    if not args.quick:
+        settings += [("inference", 16, False), ("inference", 16, True), ("train step", 16, False)]
+    reps, budget = (3, 1.0) if args.quick else (5, 4.0)
+    rows = []
+    print(f"{'setting':<30}{'model':<18}{'ms':>10}{'spread':>9}{'vs ResNet-50':>14}")
+    for mode, batch, cl in settings:
+        setting = f"{mode} b{batch} {'channels_last' if cl else 'NCHW'}"
+        base = None
+        for name in names:
+            if args.quick and name in ("rednet38", "rednet101"):
+                continue
+            if name == "rednet50_unfold" and (batch > 1 and mode == "train step"):
+                continue  # the unfold buffers of a batch-16 training step take minutes here
+            torch.manual_seed(0)
+            median, spread = measure(build(name), batch, cl, mode == "train step", reps, budget)
+            base = median if name == "resnet50" else base
+            rows.append({"setting": setting, "model": name, "ms": median, "spread_ms": spread, "ratio_to_resnet50": median / base})
+            print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{median / base:13.2f}x", flush=True)
+    print()
+    for r in rows:
+        if r["model"] == "rednet50" and r["setting"].startswith("inference b1"):
+            unfold = next(u["ms"] for u in rows if u["setting"] == r["setting"] and u["model"] == "rednet50_unfold")
+            verdict = "meets" if r["ratio_to_resnet50"] <= 1 else "MISSES"
+            print(f"{r['setting']}: RedNet-50 / ResNet-50 = {r['ratio_to_resnet50']:.2f} ({verdict} the target <= 1); "
+                  f"op-based RedNet-50 is {unfold / r['ms']:.1f}x faster than with unfold aggregation")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    plot(rows, RESULTS / f"{args.out}.png", f"{info['device']} | {info['threads']} threads")
+    print(f"wrote {RESULTS / (args.out + '.json')} and .png")
+
+
+def plot(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(settings)), 4.5))
+    width = 0.8 / len(models)
+    for k, model in enumerate(models):
+        xs, ys = [], []
+        for i, s in enumerate(settings):
+            hit = [r["ratio_to_resnet50"] for r in rows if r["setting"] == s and r["model"] == model]
+            if hit:
+                xs.append(i + k * width)
+                ys.append(hit[0])
+        ax.bar(xs, ys, width, label=model)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(settings))], settings, fontsize=8, rotation=20, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("time / ResNet-50 time (log)")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

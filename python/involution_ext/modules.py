@@ -1,0 +1,101 @@
+"""``Involution2d``: involution with the paper's kernel generation (Eq. 6).
+
+Attribute names follow the official mmcv/mmcls implementation (``conv1.conv``,
+``conv1.bn``, ``conv2.conv``) so the official checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .functional import IntPair, _pair
+
+
+class ConvBNAct(nn.Module):
+    """Conv2d [+ BatchNorm] [+ ReLU], named like mmcv's ``ConvModule`` (``conv``, ``bn``).
+
+    The convolution has a bias only when there is no BatchNorm after it, as in ConvModule's
+    ``bias='auto'``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, norm: bool = True, act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not norm)
+        self.bn = nn.BatchNorm2d(out_channels) if norm else nn.Identity()
+        self.activate = nn.ReLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.bn(self.conv(x)))
+
+
+class Involution2d(nn.Module):
+    r"""Involution (Li et al., CVPR 2021) with a kernel generated from each pixel.
+
+    The kernel for output pixel (i, j) is :math:`\phi(X_{i,j}) = W_1\,\sigma(W_0 X_{i,j})`
+    (Eq. 6): a 1×1 conv C → C/r without bias, BatchNorm and ReLU, then a 1×1 conv
+    C/r → K²·G with bias. When ``stride > 1`` the input is average-pooled by the stride first,
+    so the kernel map has the output's spatial size. The aggregation (Eq. 4) runs in
+    ``torch.ops.involution.forward``; the output has the input's shape for stride 1.
+
+    Args:
+        channels: C (input and output channels).
+        kernel_size: K (odd sizes keep the output aligned with the input).
+        stride: spatial stride of the aggregation.
+        group_channels: channels sharing one kernel (C/G); ``None`` means all C (G = 1).
+        reduction_ratio: r of the bottleneck generator.
+        dilation: dilation of the aggregation window.
+        generator: ``"bottleneck"`` (Eq. 6, the default) or ``"linear"``, a single 1×1
+            conv C → K²·G with bias (the ``W`` row of the paper's Table 6c).
+
+    Shapes: input (B, C, H, W) → output (B, C, Ho, Wo); any memory format, kept.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 7, stride: int = 1,
+                 group_channels: Optional[int] = 16, reduction_ratio: int = 4, dilation: int = 1,
+                 generator: str = "bottleneck"):
+        super().__init__()
+        group_channels = channels if group_channels is None else group_channels
+        if group_channels <= 0 or channels % group_channels != 0:
+            raise ValueError(f"Involution2d: channels ({channels}) must be a positive multiple of group_channels ({group_channels})")
+        if generator not in ("bottleneck", "linear"):
+            raise ValueError(f"Involution2d: generator must be 'bottleneck' or 'linear', got {generator!r}")
+        if reduction_ratio <= 0 or channels // reduction_ratio == 0:
+            raise ValueError(f"Involution2d: reduction_ratio ({reduction_ratio}) leaves no channels out of {channels}")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.groups = channels // group_channels
+        self.padding = dilation * (kernel_size - 1) // 2
+        spans = kernel_size * kernel_size * self.groups
+        if generator == "bottleneck":
+            hidden = channels // reduction_ratio
+            self.conv1 = ConvBNAct(channels, hidden, norm=True, act=True)
+            self.conv2 = ConvBNAct(hidden, spans, norm=False, act=False)
+        else:
+            self.conv1 = nn.Identity()
+            self.conv2 = ConvBNAct(channels, spans, norm=False, act=False)
+        # ceil_mode makes the kernel map exactly (Ho, Wo) for odd sizes too (same result as
+        # the official floor pooling for even sizes).
+        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The generated kernels, (B, G, K, K, Ho, Wo) — a view of the generator's output."""
+        k = self.conv2(self.conv1(self.pool(x)))
+        b, _, h, w = k.shape
+        # Channel order of the generator output is (g, kh, kw), as in the official code; a
+        # view (no copy) for NCHW and channels_last alike.
+        return k.view(b, self.groups, self.kernel_size, self.kernel_size, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Under autocast the op's Autocast kernel casts input and weight to one dtype.
+        return torch.ops.involution.forward(
+            x, self.kernel(x), [self.stride, self.stride], [self.padding, self.padding], [self.dilation, self.dilation]
+        )
+
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, groups={self.groups}, "
+                f"dilation={self.dilation}")
