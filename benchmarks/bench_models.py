@@ -134,10 +134,12 @@ def main(argv=None):
             print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{median / base:13.2f}x", flush=True)
     print()
     for r in rows:
-        if r["model"] == "rednet50" and r["setting"].startswith("inference b1"):
+        if r["model"] == "rednet50" and r["setting"].startswith("inference"):
             unfold = next(u["ms"] for u in rows if u["setting"] == r["setting"] and u["model"] == "rednet50_unfold")
-            verdict = "meets" if r["ratio_to_resnet50"] <= 1 else "MISSES"
-            print(f"{r['setting']}: RedNet-50 / ResNet-50 = {r['ratio_to_resnet50']:.2f} ({verdict} the target <= 1); "
+            verdict = ""
+            if r["setting"].split()[1] == "b1":  # the target is batch-1 latency
+                verdict = " (meets the target <= 1)" if r["ratio_to_resnet50"] <= 1 else " (MISSES the target <= 1)"
+            print(f"{r['setting']}: RedNet-50 / ResNet-50 = {r['ratio_to_resnet50']:.2f}{verdict}; "
                   f"op-based RedNet-50 is {unfold / r['ms']:.1f}x faster than with unfold aggregation")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))

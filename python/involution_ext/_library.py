@@ -37,8 +37,34 @@ def library_path() -> Path:
     return candidates[-1]
 
 
+def _release(version: str) -> tuple:
+    """'2.13.0+cpu' -> (2, 13): the part of torch's version that fixes its C++ ABI."""
+    parts = version.split("+")[0].split(".")
+    return tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts[:2])
+
+
+def check_torch_version(built_for: str, installed: str) -> None:
+    """The op library uses torch's C++ API, whose ABI changes between torch releases: a
+    library built for torch 2.X must run under torch 2.X.*, or it may fail to load with an
+    undefined symbol — or load and crash. Raises ImportError naming both versions and the fix
+    (INVOLUTION_EXT_SKIP_TORCH_CHECK=1 tries anyway)."""
+    if not built_for or built_for == "unknown" or os.environ.get("INVOLUTION_EXT_SKIP_TORCH_CHECK") == "1":
+        return
+    if _release(built_for) != _release(installed):
+        want = ".".join(map(str, _release(built_for)))
+        raise ImportError(
+            f"involution_ext was built against torch {built_for}, but torch {installed} is installed. "
+            f"Its op library only works with torch {want}.*: install that (pip install 'torch=={want}.*'), "
+            "or build involution_ext for the installed torch (pip install --no-build-isolation --force-reinstall "
+            "--no-binary involution_ext involution_ext, or from a source checkout). "
+            "Set INVOLUTION_EXT_SKIP_TORCH_CHECK=1 to try loading it anyway."
+        )
+
+
 def load_library() -> Path:
     path = library_path()
+    if not os.environ.get("INVOLUTION_EXT_LIBRARY"):  # a library given by hand is the user's call
+        check_torch_version(_build_info().get("torch_version", ""), torch.__version__)
     try:
         torch.ops.load_library(str(path))
     except (OSError, RuntimeError) as exc:
