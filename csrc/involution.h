@@ -24,4 +24,8 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output, const
                                             at::IntArrayRef padding, at::IntArrayRef dilation,
                                             std::array<bool, 2> output_mask);
 
+// Version of the op library (e.g. "0.1.0"). Calling anything here also makes the linker keep
+// the library, whose load registers the ops for TorchScript models that use them.
+const char* version();
+
 }  // namespace involution

@@ -28,6 +28,8 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output, const
   return op.call(grad_output, input, weight, stride, padding, dilation, output_mask);
 }
 
+const char* version() { return INVOLUTION_EXT_VERSION; }
+
 TORCH_LIBRARY(involution, m) {
   m.def(
       "forward(Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] dilation) "

@@ -1,0 +1,472 @@
+"""Training recipe for RedNet on PyTorch's own distributed engine.
+
+    python -m involution_ext.train --out runs/digits                     # one process
+    torchrun --nproc-per-node 2 -m involution_ext.train --out runs/ddp   # DDP, gloo on CPU / nccl on GPU
+
+Defaults follow the paper (SGD momentum 0.9, weight decay 1e-4 not on BN or biases, cosine LR
+with linear warm-up, label smoothing 0.1, LR 0.1 per 256 images of global batch). The embedded
+default data set is scikit-learn's ``digits`` (1797 real 8×8 images, shipped with the package,
+no download), up-sampled, with a fixed 75/25 split; ``--data DIR`` reads an image folder
+(``DIR/train/<class>/*`` and ``DIR/val/<class>/*``).
+
+Checkpoints (``last.pt`` every ``--save-every`` steps and at the end of each epoch, ``best.pt``
+on a better test accuracy) are written atomically and hold the model, optimizer, scheduler,
+AMP scaler, position in the epoch and RNG states; ``--resume`` continues exactly where the
+checkpoint was taken. ``--pretrained`` starts from an official RedNet checkpoint with a new head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, load_official_checkpoint
+from .models import rednet
+
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+# ---------------------------------------------------------------- data
+
+
+def digits_split(image_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """scikit-learn's digits up-sampled to image_size, 3 channels, normalised; a fixed split
+    (permutation with seed 0: 1348 train, 449 test)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = (images - 0.5) / 0.5
+    images = images.expand(-1, 3, -1, -1).contiguous()
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    n_test = len(labels) // 4
+    test, train = order[:n_test], order[n_test:]
+    return images[train], labels[train], images[test], labels[test], 10
+
+
+def image_folder_split(root: str, image_size: int):
+    """``root/train/<class>/*`` and ``root/val/<class>/*``, resized to image_size (short side,
+    centre crop) and held in memory as normalised tensors."""
+    from PIL import Image
+
+    root_path = Path(root)
+    classes = sorted(p.name for p in (root_path / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{root}/train has no class folders")
+    mean = torch.tensor(IMAGE_MEAN)[:, None, None]
+    std = torch.tensor(IMAGE_STD)[:, None, None]
+
+    def load(split: str):
+        xs, ys = [], []
+        for label, name in enumerate(classes):
+            for path in sorted((root_path / split / name).glob("*")):
+                img = Image.open(path).convert("RGB")
+                scale = image_size / min(img.size)
+                img = img.resize((max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale))))
+                left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
+                img = img.crop((left, top, left + image_size, top + image_size))
+                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(image_size, image_size, 3)
+                xs.append((x.permute(2, 0, 1).float() / 255 - mean) / std)
+                ys.append(label)
+        if not xs:
+            raise FileNotFoundError(f"{root}/{split} has no images")
+        return torch.stack(xs), torch.tensor(ys)
+
+    x_train, y_train = load("train")
+    x_test, y_test = load("val")
+    return x_train, y_train, x_test, y_test, len(classes)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, max_shift: int, flip: bool) -> torch.Tensor:
+    """Random translation (zero fill) by up to max_shift pixels, optional horizontal flip; the
+    generator is seeded from (seed, epoch, step, rank), so a resumed run draws the same."""
+    if max_shift > 0:
+        b = x.shape[0]
+        padded = F.pad(x, [max_shift] * 4)
+        dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
+        dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
+        h, w = x.shape[2:]
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    if flip:
+        mask = torch.rand(x.shape[0], generator=gen) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+# ---------------------------------------------------------------- distributed pieces
+
+
+class DistributedBatchNorm2d(nn.BatchNorm2d):
+    """Synchronised BatchNorm for CPU process groups: ``nn.SyncBatchNorm`` only runs on GPUs.
+    The batch sum and sum of squares are all-reduced with ``torch.distributed.nn``'s
+    autograd-aware all_reduce, so statistics and gradients match one big batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float()
+        count = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=torch.float32, device=x.device)
+        stats = torch.cat([xf.sum(dim=(0, 2, 3)), xf.square().sum(dim=(0, 2, 3)), count])
+        stats = all_reduce(stats)
+        c = x.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean.square()).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+            unbiased = var.detach() * (n / (n - 1).clamp_min(1))
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        y = (xf - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = DistributedBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                         child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            setattr(model, name, new)
+        else:
+            convert_sync_batchnorm(child, device)
+    return model
+
+
+def setup_distributed() -> Tuple[int, int, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; nccl on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Writes to a temporary file in the same folder and renames it over ``path``: a crash
+    mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_training_checkpoint(path: str) -> Dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"cannot resume from {path}: the file is truncated, corrupted or not a training "
+                              f"checkpoint of this recipe ({type(e).__name__}: {e})") from e
+    missing = {"model", "optimizer", "scheduler", "epoch", "step_in_epoch"} - set(state if isinstance(state, dict) else {})
+    if missing:
+        raise CheckpointError(f"cannot resume from {path}: not a training checkpoint (missing {sorted(missing)})")
+    return state
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m involution_ext.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="digits", help="'digits' (embedded) or an image-folder root")
+    p.add_argument("--depth", type=int, default=26, choices=[26, 38, 50, 101, 152])
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--small-input", action="store_true",
+                   help="stem without downsampling (stride-1 first conv, no max-pool), for tiny images")
+    p.add_argument("--epochs", type=int, default=130)
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--base-lr", type=float, default=0.1, help="LR per 256 images; scaled by global batch / 256")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=5)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                   help="autocast dtype (fp16 uses a GradScaler; CPU supports bf16)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0: off)")
+    p.add_argument("--max-shift", type=int, default=2, help="random translation in pixels")
+    p.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
+    p.add_argument("--pretrained", help="official RedNet checkpoint; the head is replaced")
+    p.add_argument("--resume", help="training checkpoint to continue from (e.g. OUT/last.pt)")
+    p.add_argument("--out", default="runs/rednet", help="folder for checkpoints, CSV log and plot")
+    p.add_argument("--save-every", type=int, default=0, help="also write last.pt every N steps")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this global step (schedule unchanged)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)  # BN weights/biases and conv/linear biases
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def evaluate(model, x, y, batch_size, rank, world, device, autocast_ctx, channels_last) -> Tuple[float, float]:
+    """Loss and accuracy over the whole test set, each rank taking a shard (no padding)."""
+    model.eval()
+    idx = torch.arange(rank, len(y), world)
+    totals = torch.zeros(3, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(idx), batch_size):
+            sel = idx[start:start + batch_size]
+            xb, yb = x[sel].to(device), y[sel].to(device)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast_ctx():
+                logits = model(xb)
+            totals[0] += F.cross_entropy(logits.float(), yb, reduction="sum").item()
+            totals[1] += (logits.argmax(1) == yb).sum().item()
+            totals[2] += len(sel)
+    if world > 1:
+        dist.all_reduce(totals)
+    model.train()
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+
+def train(args: argparse.Namespace) -> Dict:
+    rank, world, device = setup_distributed()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    out = Path(args.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    if args.data == "digits":
+        x_train, y_train, x_test, y_test, num_classes = digits_split(args.image_size)
+    else:
+        x_train, y_train, x_test, y_test, num_classes = image_folder_split(args.data, args.image_size)
+
+    model = rednet(args.depth, num_classes=num_classes, small_input=args.small_input)
+    if args.pretrained:
+        load_official_checkpoint(model, args.pretrained, ignore_prefixes=("head.",))
+    if world > 1:
+        model = convert_sync_batchnorm(model, device)
+    model = model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    global_batch = args.batch_size * world
+    steps_per_epoch = len(y_train) // global_batch  # drop the last partial batch: equal steps on every rank
+    if steps_per_epoch == 0:
+        raise ValueError(f"global batch {global_batch} is larger than the training set ({len(y_train)} images)")
+    total_steps = steps_per_epoch * args.epochs
+    lr = args.base_lr * global_batch / 256
+    optimizer = torch.optim.SGD(param_groups(model, args.weight_decay), lr=lr, momentum=args.momentum, nesterov=False)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(total_steps, round(args.warmup_epochs * steps_per_epoch)))
+    use_scaler = args.amp == "fp16" and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+
+    def autocast_ctx():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    epoch, step_in_epoch, best_acc = 0, 0, 0.0
+    if args.resume:
+        state = load_training_checkpoint(args.resume)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, step_in_epoch, best_acc = state["epoch"], state["step_in_epoch"], state["best_acc"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+
+    ddp_model = model
+    if world > 1:
+        # broadcast_buffers=False: BN statistics are synchronised by the BN layers themselves.
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    run_model = torch.compile(ddp_model) if args.compile else ddp_model
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+
+    def checkpoint_state() -> Dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "best_acc": best_acc,
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+                "args": {k: v for k, v in vars(args).items()}}
+
+    log_path = out / "log.csv"
+    if rank == 0 and not (args.resume and log_path.exists()):
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s"])
+
+    progress = None
+    if rank == 0 and not args.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=(args.max_steps or total_steps), initial=epoch * steps_per_epoch + step_in_epoch,
+                        unit="step", dynamic_ncols=True)
+    history = {"loss": [], "acc": []}
+    model.train()
+    global_step = epoch * steps_per_epoch + step_in_epoch
+    stop = False
+    while epoch < args.epochs and not stop:
+        # The DistributedSampler permutation for this epoch, as a list, so a resumed run can
+        # skip the batches already done.
+        sampler = torch.utils.data.DistributedSampler(range(len(y_train)), num_replicas=world, rank=rank,
+                                                      shuffle=True, seed=args.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        sums = torch.zeros(3, dtype=torch.float64)
+        t0 = time.perf_counter()
+        images = 0
+        while step_in_epoch < steps_per_epoch:
+            sel = order[step_in_epoch * args.batch_size:(step_in_epoch + 1) * args.batch_size]
+            gen = torch.Generator().manual_seed(((args.seed * 100_003 + epoch) * 100_003 + step_in_epoch) * 1_009 + rank)
+            xb = augment(x_train[sel], gen, args.max_shift, args.flip).to(device)
+            yb = y_train[sel].to(device)
+            if args.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast_ctx():
+                logits = run_model(xb)
+                loss = criterion(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if args.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step_in_epoch += 1
+            global_step += 1
+            images += len(sel) * world
+            sums += torch.tensor([loss.item() * len(sel), (logits.argmax(1) == yb).sum().item(), len(sel)], dtype=torch.float64)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}",
+                                     img_s=f"{images / (time.perf_counter() - t0):.0f}")
+            if rank == 0 and args.save_every and global_step % args.save_every == 0:
+                atomic_save(checkpoint_state(), out / "last.pt")
+            if args.max_steps and global_step >= args.max_steps:
+                stop = True
+                break
+        seconds = time.perf_counter() - t0
+        if world > 1:
+            dist.all_reduce(sums)
+        epoch_done = step_in_epoch >= steps_per_epoch
+        if epoch_done:
+            epoch, step_in_epoch = epoch + 1, 0
+        test_loss, test_acc = evaluate(model, x_test, y_test, args.batch_size, rank, world, device, autocast_ctx,
+                                       args.channels_last)
+        train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+        history["loss"].append(train_loss)
+        history["acc"].append(test_acc)
+        if rank == 0:
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow([epoch, global_step, f"{scheduler.get_last_lr()[0]:.6f}", f"{train_loss:.5f}",
+                                        f"{train_acc:.4f}", f"{test_loss:.5f}", f"{test_acc:.4f}",
+                                        f"{images / seconds:.1f}"])
+            if test_acc > best_acc:
+                best_acc = test_acc
+                atomic_save({"model": model.state_dict(), "test_acc": test_acc, "epoch": epoch}, out / "best.pt")
+            atomic_save(checkpoint_state(), out / "last.pt")
+    if progress is not None:
+        progress.close()
+    if rank == 0 and not args.no_plot:
+        plot_log(log_path, out / "curves.png")
+    result = {"test_acc": history["acc"][-1] if history["acc"] else float("nan"), "best_acc": best_acc,
+              "global_step": global_step, "model": model}
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+def plot_log(log_path: Path, png: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(steps, [float(r["train_loss"]) for r in rows], label="train")
+    a.plot(steps, [float(r["test_loss"]) for r in rows], label="test")
+    a.set_xlabel("step")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(steps, [float(r["train_acc"]) for r in rows], label="train")
+    b.plot(steps, [float(r["test_acc"]) for r in rows], label="test")
+    b.set_xlabel("step")
+    b.set_ylabel("accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    result = train(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"final test accuracy {result['test_acc']:.4f} (best {result['best_acc']:.4f}) after "
+              f"{result['global_step']} steps; checkpoints in {args.out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
