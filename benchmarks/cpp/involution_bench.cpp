@@ -6,7 +6,7 @@
 //   involution_bench [--device cpu|cuda] [--batch N] [--threads T] [--reps N] [--warmup N]
 //                    [--dtypes float32,float16,bfloat16] [--tiny] [--json OUT.json]
 //                    [--model NAME=PATH ...] [--model-batches 1,16] [--check OUT.bin]
-#include "involution.h"
+#include <involution_ext/involution.h>
 
 #include <torch/script.h>
 #include <torch/torch.h>

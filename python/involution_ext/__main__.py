@@ -74,7 +74,8 @@ def _cmake_prefix() -> int:
 
     import involution_ext
 
-    print(Path(involution_ext.__file__).parent / "share" / "cmake")
+    # CMake finds <prefix>/share/cmake/involution_ext/involution_extConfig.cmake.
+    print(Path(involution_ext.__file__).parent)
     return 0
 
 

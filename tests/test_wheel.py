@@ -1,0 +1,100 @@
+"""Distribution: the wheel (scripts/build_wheel.sh: pip wheel + torch pin + auditwheel)
+installs into a fresh venv and works from outside the source tree; the torch-version guard."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from involution_ext._library import check_torch_version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMOKE = textwrap.dedent("""
+    import subprocess, sys, torch
+    import involution_ext
+    from pathlib import Path
+    pkg = Path(involution_ext.__file__).parent
+    assert str(pkg).startswith(sys.prefix), pkg  # the installed copy, not the source tree
+    info = involution_ext.build_info()
+    assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0], info
+
+    # op vs an fp64 loop written out here
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64)
+    w = torch.randn(2, 2, 3, 3, 9, 7, dtype=torch.float64)
+    y = involution_ext.involution2d(x, w, padding=1)
+    ref = torch.zeros_like(y)
+    xp = torch.nn.functional.pad(x, [1, 1, 1, 1])
+    for u in range(3):
+        for v in range(3):
+            ref += w[:, :, u, v].repeat_interleave(4, dim=1) * xp[:, :, u:u + 9, v:v + 7]
+    assert torch.allclose(y, ref, atol=1e-12), (y - ref).abs().max()
+
+    model = involution_ext.rednet26(num_classes=10).eval()
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model(img)
+    assert out.shape == (1, 10)
+    scripted = torch.jit.script(model)
+    scripted.save("rednet26.pt")
+    loaded = torch.jit.load("rednet26.pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(img), out, atol=1e-5)
+
+    config = pkg / "share" / "cmake" / "involution_ext" / "involution_extConfig.cmake"
+    assert config.exists() and (pkg / "include" / "involution_ext" / "involution.h").exists()
+    prefix = subprocess.run([sys.executable, "-m", "involution_ext", "cmake-prefix"], capture_output=True, text=True)
+    assert prefix.stdout.strip() == str(pkg)
+    print("smoke ok", involution_ext.__version__, info["torch_version"])
+""")
+
+
+def test_torch_version_guard_names_both_versions(monkeypatch):
+    monkeypatch.delenv("INVOLUTION_EXT_SKIP_TORCH_CHECK", raising=False)
+    check_torch_version("2.13.0+cpu", "2.13.1+cpu")  # same release: fine
+    with pytest.raises(ImportError) as err:
+        check_torch_version("2.11.0+cu130", "2.13.0+cpu")
+    text = str(err.value)
+    assert "built against torch 2.11.0+cu130" in text and "torch 2.13.0+cpu is installed" in text
+    assert "torch==2.11.*" in text
+    monkeypatch.setenv("INVOLUTION_EXT_SKIP_TORCH_CHECK", "1")
+    check_torch_version("2.11.0", "2.13.0")
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_fresh_venv_and_works(tmp_path):
+    dist = tmp_path / "dist"
+    built = subprocess.run(["bash", str(ROOT / "scripts" / "build_wheel.sh"), str(dist)], capture_output=True,
+                           text=True, cwd=ROOT)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    wheels = list(dist.glob("involution_ext-*.whl"))
+    assert len(wheels) == 1, wheels
+    wheel = wheels[0]
+    release = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    assert f"+torch{release}cpu" in wheel.name and "manylinux" in wheel.name, wheel.name
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+        names = z.namelist()
+    assert f"Requires-Dist: torch=={release}.*" in metadata
+    assert not any("libtorch" in n or "libc10" in n for n in names), "torch's libraries must not be vendored"
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "INVOLUTION_EXT_LIBRARY")}
+    install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                              f"torch=={torch.__version__.split('+')[0]}", "numpy", str(wheel)],
+                             capture_output=True, text=True, env=env)
+    assert install.returncode == 0, install.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    smoke = subprocess.run([str(py), "-c", SMOKE], capture_output=True, text=True, env=env, cwd=work)
+    assert smoke.returncode == 0 and "smoke ok" in smoke.stdout, smoke.stdout + smoke.stderr[-3000:]
