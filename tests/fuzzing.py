@@ -17,35 +17,20 @@ from dataclasses import dataclass
 import torch
 from torch._prims_common import suggest_memory_format
 
-from reference_loops import involution_loops, out_size
+from conftest import REL_TOL, Case  # REL_TOL: max error relative to the sum of |products| per output
+from reference_loops import involution_loops
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-# Max error relative to the sum of |products| of each output (as in conftest.REL_TOL).
-REL_TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
 @dataclass
-class LegalCase:
-    B: int
-    C: int
-    G: int
-    H: int
-    W: int
-    K: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
+class LegalCase(Case):
     dtype: torch.dtype
     layout: str  # "nchw", "channels_last", "strided" (a non-contiguous view)
     weight_view: bool  # weight is a non-contiguous view
     grad_input: bool
     grad_weight: bool
     seed: int
-
-    @property
-    def out(self):
-        return (out_size(self.H, self.K[0], self.stride[0], self.padding[0], self.dilation[0]),
-                out_size(self.W, self.K[1], self.stride[1], self.padding[1], self.dilation[1]))
 
 
 def draw_legal(rng: random.Random) -> LegalCase:
