@@ -124,3 +124,24 @@ def test_digits_learning_check(tmp_path):
     assert (out / "curves.png").exists() and (out / "best.pt").exists()
     rows = read_log(out / "log.csv")
     assert float(rows[-1]["test_acc"]) >= 0.90, rows[-1]
+
+
+def test_finetune_from_official_checkpoint_with_new_head(tmp_path):
+    from test_models import official_checkpoint
+
+    ckpt = tmp_path / "rednet26_official.pth"
+    state = official_checkpoint(ckpt, depth=26, num_classes=1000)
+    out = tmp_path / "ft"
+    # LR 0: the weights stay those loaded, so the check sees exactly what --pretrained did.
+    train.main(["--out", str(out), "--pretrained", str(ckpt), "--base-lr", "0", "--max-steps", "1", *FAST])
+    model = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert torch.equal(model["backbone.stem.0.conv.weight"], state["backbone.stem.0.conv.weight"])
+    assert torch.equal(model["backbone.layer4.0.conv2.conv2.conv.bias"], state["backbone.layer4.0.conv2.conv2.conv.bias"])
+    assert model["head.fc.weight"].shape == (10, 2048)  # digits head, not the checkpoint's 1000 classes
+
+
+def test_amp_bf16_channels_last_clip_run(tmp_path):
+    out = tmp_path / "amp"
+    train.main(["--out", str(out), "--max-steps", "3", "--amp", "bf16", "--channels-last", "--clip-grad", "5", *FAST])
+    rows = read_log(out / "log.csv")
+    assert float(rows[-1]["train_loss"]) == float(rows[-1]["train_loss"])  # finite, not NaN
