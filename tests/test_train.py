@@ -40,7 +40,7 @@ def test_ddp_two_processes_gloo(tmp_path):
         "dist.destroy_process_group()\n"
     )
     (tmp_path / "run.py").write_text(script)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(tmp_path / "run.py"), "--out", str(out), *FAST, "--epochs", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
