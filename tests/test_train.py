@@ -145,3 +145,25 @@ def test_amp_bf16_channels_last_clip_run(tmp_path):
     train.main(["--out", str(out), "--max-steps", "3", "--amp", "bf16", "--channels-last", "--clip-grad", "5", *FAST])
     rows = read_log(out / "log.csv")
     assert float(rows[-1]["train_loss"]) == float(rows[-1]["train_loss"])  # finite, not NaN
+
+
+def test_image_folder_data(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    colors = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    for split, n in (("train", 16), ("val", 4)):
+        for name, rgb in colors.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (20 + i, 18), rgb).save(root / split / name / f"{i}.png")
+    x_train, y_train, x_test, y_test, classes = train.image_folder_split(str(root), 16)
+    assert classes == 2 and x_train.shape == (32, 3, 16, 16) and x_test.shape == (8, 3, 16, 16)
+    assert y_train.tolist() == [0] * 16 + [1] * 16  # classes in sorted folder order: blue, red
+    assert x_train[0, 2].mean() > x_train[0, 0].mean()  # blue image: blue channel brighter
+    out = tmp_path / "run"
+    train.main(["--data", str(root), "--out", str(out), "--max-steps", "2", "--flip", *FAST])
+    model = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert model["head.fc.weight"].shape == (2, 2048)
+    with pytest.raises(FileNotFoundError, match="must hold train/ and val/"):
+        train.image_folder_split(str(tmp_path / "empty_root"), 16)

@@ -64,6 +64,8 @@ def image_folder_split(root: str, image_size: int):
     from PIL import Image
 
     root_path = Path(root)
+    if not (root_path / "train").is_dir() or not (root_path / "val").is_dir():
+        raise FileNotFoundError(f"{root} must hold train/ and val/ folders with one folder per class")
     classes = sorted(p.name for p in (root_path / "train").iterdir() if p.is_dir())
     if not classes:
         raise FileNotFoundError(f"{root}/train has no class folders")
