@@ -31,11 +31,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ._images import load_image
 from .checkpoint import CheckpointError, load_official_checkpoint
 from .models import rednet
-
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------- data
@@ -61,28 +59,17 @@ def digits_split(image_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Ten
 def image_folder_split(root: str, image_size: int):
     """``root/train/<class>/*`` and ``root/val/<class>/*``, resized to image_size (short side,
     centre crop) and held in memory as normalised tensors."""
-    from PIL import Image
-
     root_path = Path(root)
     if not (root_path / "train").is_dir() or not (root_path / "val").is_dir():
         raise FileNotFoundError(f"{root} must hold train/ and val/ folders with one folder per class")
     classes = sorted(p.name for p in (root_path / "train").iterdir() if p.is_dir())
     if not classes:
         raise FileNotFoundError(f"{root}/train has no class folders")
-    mean = torch.tensor(IMAGE_MEAN)[:, None, None]
-    std = torch.tensor(IMAGE_STD)[:, None, None]
-
     def load(split: str):
         xs, ys = [], []
         for label, name in enumerate(classes):
             for path in sorted((root_path / split / name).glob("*")):
-                img = Image.open(path).convert("RGB")
-                scale = image_size / min(img.size)
-                img = img.resize((max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale))))
-                left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
-                img = img.crop((left, top, left + image_size, top + image_size))
-                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(image_size, image_size, 3)
-                xs.append((x.permute(2, 0, 1).float() / 255 - mean) / std)
+                xs.append(load_image(path, image_size)[0][0])
                 ys.append(label)
         if not xs:
             raise FileNotFoundError(f"{root}/{split} has no images")

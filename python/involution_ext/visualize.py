@@ -12,10 +12,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from ._images import load_image
 from .modules import Involution2d
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_LAYER = "backbone.layer1.0.conv2"
 
 
@@ -46,22 +45,6 @@ def kernel_heatmaps(model: nn.Module, image: torch.Tensor, layer: Optional[str] 
         handle.remove()
     kernels = captured[0][0]  # (G, K, K, Ho, Wo)
     return kernels.sum(dim=(1, 2)), layer
-
-
-def load_image(path: str, size: int = 224) -> Tuple[torch.Tensor, "object"]:
-    """Reads an image, resizes its short side to ``size`` and centre-crops; returns the
-    normalised (1, 3, size, size) tensor and the cropped RGB array for display."""
-    import numpy as np
-    from PIL import Image
-
-    img = Image.open(path).convert("RGB")
-    scale = size / min(img.size)
-    img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BILINEAR)
-    left, top = (img.width - size) // 2, (img.height - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    rgb = np.asarray(img, dtype=np.float32) / 255.0
-    x = (torch.from_numpy(rgb).permute(2, 0, 1) - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-    return x.unsqueeze(0), rgb
 
 
 def plot_heatmaps(rgb, maps: torch.Tensor, title: str, out: str, max_groups: int = 8) -> None:
