@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,14 @@ def assert_close_scaled(actual, expected, scale, dtype, what=""):
         f"{what}: {int(bad.sum())} of {err.numel()} elements off; max err {err.max().item():.3e}, "
         f"max err/scale {(err / (scale.double() + 1e-3)).max().item():.3e}, tol {REL_TOL[dtype]:.1e}"
     )
+
+
+def run_in_fresh_process(script: str, cwd) -> None:
+    """Runs ``script`` in a new interpreter that sees only the installed packages (no
+    PYTHONPATH), and asserts it exits cleanly after printing ``ok``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=cwd)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 
 def available_isas():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch._prims_common import suggest_memory_format
 
-from conftest import REL_TOL, Case  # REL_TOL: max error relative to the sum of |products| per output
+from conftest import Case, assert_close_scaled
 from reference_loops import involution_loops
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -106,13 +106,7 @@ def check_legal(case: LegalCase) -> None:
 def _assert_close(actual, expected, scale, case, what):
     assert actual.shape == expected.shape, f"{what} {case}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
     assert actual.dtype == case.dtype, f"{what} {case}: dtype {actual.dtype}"
-    if actual.numel() == 0:
-        return
-    err = (actual.double() - expected).abs()
-    bound = REL_TOL[case.dtype] * (scale + 1e-3)
-    bad = err > bound
-    assert not bad.any(), (f"{what} {case}: {int(bad.sum())} of {err.numel()} elements off, "
-                           f"max err {err.max().item():.3e}")
+    assert_close_scaled(actual, expected, scale, case.dtype, f"{what} {case}")
 
 
 def _good(rng, dtype):

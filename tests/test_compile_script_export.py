@@ -3,7 +3,6 @@ process that loads only torch and the op library), torch.export and autocast."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 import involution_ext
-from conftest import Case
+from conftest import Case, run_in_fresh_process
 
 SAMPLES = [
     Case(B=2, C=8, G=2, H=7, W=9, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
@@ -89,9 +88,7 @@ def test_torchscript_save_load_fresh_process(tmp_path):
         print('ok')
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    run_in_fresh_process(script, tmp_path)
 
 
 def test_torch_export():

@@ -18,6 +18,7 @@ import involution_ext
 from involution_ext import Involution2d
 from involution_ext.checkpoint import CheckpointError, load_official_checkpoint
 from involution_ext.models import rednet, rednet26, rednet50
+from conftest import run_in_fresh_process
 from reference_loops import involution_loops
 
 SMALL = 64  # input size for the fast whole-model checks: feature maps 16, 8, 4, 2
@@ -317,9 +318,7 @@ def test_rednet50_torchscript_fresh_process(tmp_path):
         assert 'involution_ext' not in sys.modules
         print('ok')
         """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    run_in_fresh_process(script, tmp_path)
 
 
 def test_rednet26_compile_fullgraph():

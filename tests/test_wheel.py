@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from involution_ext._library import check_torch_version
+from involution_ext._library import _release, check_torch_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +78,7 @@ def test_wheel_installs_into_fresh_venv_and_works(tmp_path):
     wheels = list(dist.glob("involution_ext-*.whl"))
     assert len(wheels) == 1, wheels
     wheel = wheels[0]
-    release = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    release = ".".join(map(str, _release(torch.__version__)))
     assert f"+torch{release}cpu" in wheel.name and "manylinux" in wheel.name, wheel.name
     with zipfile.ZipFile(wheel) as z:
         metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()

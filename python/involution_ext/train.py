@@ -328,7 +328,7 @@ def train(args: argparse.Namespace) -> Dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "best_acc": best_acc,
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-                "args": {k: v for k, v in vars(args).items()}}
+                "args": dict(vars(args))}
 
     log_path = out / "log.csv"
     if rank == 0 and not (args.resume and log_path.exists()):
