@@ -2,17 +2,21 @@
 torchvision does not install beside our torch build) and against RedNet-50 whose aggregation
 runs the unfold reference instead of the op.
 
-Inference at batch 1 and 16 (fp32, NCHW and channels_last) and one training step (forward,
-backward, SGD update). Prints times and ratios to ResNet-50 measured in this run, writes
-benchmarks/results/<out>.json and .png. Never asserts.
+CPU: inference at batch 1 and 16 (fp32, NCHW and channels_last) and one training step
+(forward, backward, SGD update) at batch 16. CUDA: inference at batch 1 and 64 and a
+training step at batch 64, both layouts, optionally under autocast (--amp fp16|bf16; fp16
+steps use a GradScaler). Prints times, images/s and ratios to ResNet-50 measured in this
+run, writes benchmarks/results/<out>.json and .png. Never asserts.
 
     python benchmarks/bench_models.py            # full run
     python benchmarks/bench_models.py --quick    # batch 1 only, fewer repetitions
+    python benchmarks/bench_models.py --device cuda --amp fp16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import types
@@ -81,44 +85,66 @@ def build(name):
     return rednet(int(name.removeprefix("rednet")))
 
 
-def measure(model, batch, channels_last, train, reps, budget):
-    x = torch.randn(batch, 3, 224, 224)
+def measure(model, batch, channels_last, train, reps, budget, device, amp=None):
+    model = model.to(device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
     if not train:
         model.eval()
-        with torch.no_grad():
-            return timeit(lambda: model(x), torch.device("cpu"), reps, budget)
+
+        def infer():
+            with torch.no_grad(), autocast():
+                return model(x)
+
+        return timeit(infer, device, reps, budget)
     model.train()
-    target = torch.randint(0, 1000, (batch,))
+    target = torch.randint(0, 1000, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), target).backward()
-        opt.step()
+        with autocast():
+            loss = F.cross_entropy(model(x), target)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
-    return timeit(step, torch.device("cpu"), reps, budget)
+    return timeit(step, device, reps, budget)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", default="bench_models_cpu")
+    parser.add_argument("--out", default="", help="result file stem (default bench_models_<device>)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none", help="autocast dtype")
+    parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per model (default 4, quick 1)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine(torch.device("cpu"))
-    print(f"# {info['device']} | torch {info['torch']} | {info['threads']} threads | involution_ext {involution_ext.__version__}")
+    device = torch.device(args.device)
+    amp = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.amp]
+    out = args.out or f"bench_models_{device.type}"
+    info = machine(device)
+    info["amp"] = args.amp
+    print(f"# {info['device']} | torch {info['torch']} | {info['threads']} threads | amp {args.amp} | "
+          f"involution_ext {involution_ext.__version__}")
     names = ["resnet50", "rednet26", "rednet38", "rednet50", "rednet101", "rednet50_unfold"]
+    big = 16 if device.type == "cpu" else 64
     settings = [("inference", 1, False), ("inference", 1, True)]
     if not args.quick:
-        settings += [("inference", 16, False), ("inference", 16, True), ("train step", 16, False)]
+        settings += [("inference", big, False), ("inference", big, True), ("train step", big, False)]
+        if device.type == "cuda":
+            settings.append(("train step", big, True))
     reps, budget = (3, 1.0) if args.quick else (5, 4.0)
+    budget = args.budget or budget
     rows = []
-    print(f"{'setting':<30}{'model':<18}{'ms':>10}{'spread':>9}{'vs ResNet-50':>14}")
+    print(f"{'setting':<30}{'model':<18}{'ms':>10}{'spread':>9}{'images/s':>10}{'vs ResNet-50':>14}")
     for mode, batch, cl in settings:
         setting = f"{mode} b{batch} {'channels_last' if cl else 'NCHW'}"
         base = None
@@ -126,12 +152,14 @@ def main(argv=None):
             if args.quick and name in ("rednet38", "rednet101"):
                 continue
             if name == "rednet50_unfold" and (batch > 1 and mode == "train step"):
-                continue  # the unfold buffers of a batch-16 training step take minutes here
+                continue  # the unfold buffers of a batched training step take minutes on CPU
             torch.manual_seed(0)
-            median, spread = measure(build(name), batch, cl, mode == "train step", reps, budget)
+            median, spread = measure(build(name), batch, cl, mode == "train step", reps, budget, device, amp)
             base = median if name == "resnet50" else base
-            rows.append({"setting": setting, "model": name, "ms": median, "spread_ms": spread, "ratio_to_resnet50": median / base})
-            print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{median / base:13.2f}x", flush=True)
+            rows.append({"setting": setting, "model": name, "ms": median, "spread_ms": spread,
+                         "images_per_s": batch / (median * 1e-3), "ratio_to_resnet50": median / base})
+            print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{batch / (median * 1e-3):10.0f}"
+                  f"{median / base:13.2f}x", flush=True)
     print()
     for r in rows:
         if r["model"] == "rednet50" and r["setting"].startswith("inference"):
@@ -142,9 +170,9 @@ def main(argv=None):
             print(f"{r['setting']}: RedNet-50 / ResNet-50 = {r['ratio_to_resnet50']:.2f}{verdict}; "
                   f"op-based RedNet-50 is {unfold / r['ms']:.1f}x faster than with unfold aggregation")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    plot(rows, RESULTS / f"{args.out}.png", f"{info['device']} | {info['threads']} threads")
-    print(f"wrote {RESULTS / (args.out + '.json')} and .png")
+    (RESULTS / f"{out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    plot(rows, RESULTS / f"{out}.png", f"{info['device']} | {info['threads']} threads | amp {args.amp}")
+    print(f"wrote {RESULTS / (out + '.json')} and .png")
 
 
 def plot(rows, path, title):

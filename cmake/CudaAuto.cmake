@@ -28,13 +28,13 @@ if(INVOLUTION_CUDA STREQUAL "ON" AND NOT INVOLUTION_CUDA_ENABLED)
 endif()
 
 if(INVOLUTION_CUDA_ENABLED)
-  # Respect TORCH_CUDA_ARCH_LIST; default: Ampere, Ada, Hopper, plus PTX for newer GPUs.
-  if(NOT DEFINED TORCH_CUDA_ARCH_LIST)
-    if(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT "$ENV{TORCH_CUDA_ARCH_LIST}" STREQUAL "")
-      set(TORCH_CUDA_ARCH_LIST "$ENV{TORCH_CUDA_ARCH_LIST}")
-    else()
-      set(TORCH_CUDA_ARCH_LIST "8.0;8.6;8.9;9.0+PTX")
-    endif()
+  # Respect TORCH_CUDA_ARCH_LIST: the environment variable first (so a rebuild in the
+  # same build folder follows it, not a cached older value), else a -D value, else
+  # Ampere, Ada, Hopper, plus PTX for newer GPUs.
+  if(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT "$ENV{TORCH_CUDA_ARCH_LIST}" STREQUAL "")
+    set(TORCH_CUDA_ARCH_LIST "$ENV{TORCH_CUDA_ARCH_LIST}" CACHE STRING "CUDA architectures" FORCE)
+  elseif(NOT DEFINED TORCH_CUDA_ARCH_LIST)
+    set(TORCH_CUDA_ARCH_LIST "8.0;8.6;8.9;9.0+PTX")
   endif()
   string(REPLACE " " ";" TORCH_CUDA_ARCH_LIST "${TORCH_CUDA_ARCH_LIST}")
   string(REPLACE ";" " " INVOLUTION_CUDA_ARCHS "${TORCH_CUDA_ARCH_LIST}")

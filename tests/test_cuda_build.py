@@ -1,6 +1,10 @@
 """CUDA code checked without a GPU: the kernels' index plan simulated on the CPU over
-every block and thread, and every .cu file compiled by nvcc against the installed torch
-headers (a shim stands in for c10/cuda/impl/cuda_cmake_macros.h, which CPU wheels lack)."""
+every block and thread; the kernels themselves (csrc/cuda/kernels.cuh) run on the CPU by
+an emulated launch, one std::thread per CUDA thread, against an fp64 reference, under
+AddressSanitizer + UndefinedBehaviorSanitizer and under ThreadSanitizer (data races
+between a block's threads); and every .cu file compiled by nvcc against the installed
+torch headers (a shim stands in for c10/cuda/impl/cuda_cmake_macros.h, which CPU wheels
+lack)."""
 
 from __future__ import annotations
 
@@ -30,6 +34,38 @@ def test_cuda_index_plan_simulated_on_cpu(tmp_path):
     assert out.stdout.startswith("ok ")
 
 
+TORCH_INCLUDE = Path(torch.utils.cmake_prefix_path).parents[1] / "include"
+# Sanitizer runtimes that cannot start on this kernel (e.g. GCC 12's TSan with 32-bit mmap
+# randomisation) say so with these; that is the machine, not the code.
+SANITIZER_CANNOT_RUN = ("unexpected memory mapping", "Shadow memory range interleaves", "cannot find -l")
+
+
+@pytest.mark.parametrize(
+    "sanitizer, args",
+    [("address,undefined", ["12"]), ("thread", ["6", "7", "quick"])],
+    ids=["asan-ubsan", "tsan"],
+)
+def test_cuda_kernels_emulated_on_cpu(sanitizer, args, tmp_path):
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the emulation")
+    exe = tmp_path / "cuda_emulation"
+    build = subprocess.run(
+        [cxx, "-std=c++20", "-O1", "-g", "-pthread", f"-fsanitize={sanitizer}", "-fno-sanitize-recover=all",
+         "-fno-omit-frame-pointer", f"-I{CSRC}", f"-I{TORCH_INCLUDE}", str(ROOT / "tests" / "cuda_emulation.cpp"),
+         "-o", str(exe)],
+        capture_output=True, text=True)
+    if build.returncode != 0 and any(m in build.stderr for m in SANITIZER_CANNOT_RUN):
+        pytest.skip(f"-fsanitize={sanitizer} unavailable: {build.stderr.strip()[-200:]}")
+    assert build.returncode == 0, build.stderr[-4000:]
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=1")
+    out = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=900, env=env)
+    if out.returncode != 0 and any(m in out.stderr for m in SANITIZER_CANNOT_RUN):
+        pytest.skip(f"-fsanitize={sanitizer} cannot run here: {out.stderr.strip()[-200:]}")
+    assert out.returncode == 0 and out.stdout.startswith("ok "), (out.stdout + out.stderr)[-6000:]
+    assert "WARNING" not in out.stderr, out.stderr[-6000:]
+
+
 def _nvcc():
     nvcc = shutil.which("nvcc") or (Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc")
     return str(nvcc) if nvcc and Path(nvcc).exists() else None
@@ -40,7 +76,7 @@ def test_cu_file_compiles_with_nvcc(cu, tmp_path):
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc not found")
-    include = Path(torch.utils.cmake_prefix_path).parents[1] / "include"
+    include = TORCH_INCLUDE
     flags = [f"-I{CSRC}", f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}"]
     if not (include / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").exists():
         shim = tmp_path / "shim" / "c10" / "cuda" / "impl"

@@ -141,3 +141,28 @@ def test_autocast_cuda_runs_in_half():
     with torch.autocast("cuda", dtype=torch.float16):
         y = torch.ops.involution.forward(x, w, [1, 1], [1, 1], [1, 1])
     assert y.dtype == torch.float16
+
+
+def test_int64_indexing_over_2_pow_31_elements():
+    # 17 channels of 11586^2 fp16 (2.28e9 elements > 2^31): offsets past 2^31 must not wrap.
+    # A 1x1 kernel keeps the weight small and the exact answer cheap: y = w * x per pixel.
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip(f"needs 24 GiB free GPU memory, {free / 2**30:.1f} GiB free")
+    C, H = 17, 11586
+    assert C * H * H > 2**31
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(1, C, H, H, device="cuda", dtype=torch.float16, generator=g)
+    w = torch.randn(1, 1, 1, 1, H, H, device="cuda", dtype=torch.float16, generator=g)
+    y = torch.ops.involution.forward(x, w, [1, 1], [0, 0], [1, 1])
+    for c in range(C):  # per channel, so the check itself needs no 4.5 GB temporaries
+        assert torch.equal(y[0, c], (x[0, c].float() * w[0, 0, 0, 0].float()).half()), f"channel {c}"
+    del y
+    gy = torch.randn(1, C, H, H, device="cuda", dtype=torch.float16, generator=g)
+    gx, gw = torch.ops.involution.backward(gy, x, w, [1, 1], [0, 0], [1, 1], [True, True])
+    for c in range(C):
+        assert torch.equal(gx[0, c], (gy[0, c].float() * w[0, 0, 0, 0].float()).half()), f"channel {c}"
+    want = torch.zeros(H, H, device="cuda")
+    for c in range(C):
+        want += gy[0, c].float() * x[0, c].float()
+    torch.testing.assert_close(gw[0, 0, 0, 0].float(), want, rtol=2e-3, atol=2e-3)

@@ -1,0 +1,267 @@
+// The CUDA kernels of involution::forward / involution::backward and the host-side
+// recipes that launch them, free of at::Tensor: the backend (involution_cuda.cu) launches
+// them with <<<>>> on the current stream, and tests/cuda_emulation.cpp runs the very same
+// code on the CPU with one std::thread per CUDA thread (under ASan/UBSan and TSan), so the
+// kernels' arithmetic, staging and barriers are tested without a GPU.
+//
+// A block owns (batch, group, 8x32 pixel tile); a thread owns one pixel. The block
+// stages the window of the source its tile reads (input for forward and grad_weight,
+// grad_output for grad_input) for up to 16 channels of the group in shared memory,
+// so each source element is read from global memory about once. Each thread then
+// reads its pixel's weight once per tap and applies it to every staged channel from
+// registers (16 accumulators). All index math comes from tiling.h (checked on the CPU
+// by tests/cuda_index_sim.cpp).
+//
+// Determinism: every output element has one owner thread that sums in a fixed order;
+// grad_input is a gather over the taps that reach the pixel, grad_weight reduces the
+// group's channels inside the owner thread. No atomics anywhere.
+#pragma once
+
+#include "cuda/tiling.h"
+#include "views.h"
+
+#include <ATen/OpMathType.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace involution::cuda {
+
+template <typename T>
+using acc_t = at::opmath_type<T>;
+
+template <typename A>
+__device__ __forceinline__ A* shared_scratch() {
+#if defined(INVOLUTION_CUDA_EMULATION)
+  return reinterpret_cast<A*>(emulated_shared_memory());
+#else
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  return reinterpret_cast<A*>(smem_bytes);
+#endif
+}
+
+// The `cc` (<= kMaxChunk) channels of one pixel a thread loads or stores. When they are
+// adjacent (channels_last), a whole number of 16-byte vectors and 16-byte aligned, they
+// move as 16-byte vectors (one 128-bit access instead of 16/sizeof(T) scalar ones); else
+// one at a time.
+template <typename T>
+struct alignas(16) Vec16 {
+  static constexpr int kLanes = 16 / sizeof(T);
+  T lane[kLanes];
+};
+static_assert(kMaxChunk % Vec16<double>::kLanes == 0 && kMaxChunk % Vec16<float>::kLanes == 0 &&
+              kMaxChunk % Vec16<uint16_t>::kLanes == 0, "a chunk is whole vectors");
+
+template <typename T>
+__device__ __forceinline__ bool vector_run(const T* p, int64_t stride_c, int64_t cc) {
+  return stride_c == 1 && cc % Vec16<T>::kLanes == 0 &&
+         reinterpret_cast<uintptr_t>(p) % sizeof(Vec16<T>) == 0;
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void store_channels(T* dst, int64_t stride_c, int64_t cc,
+                                               const A (&value)[kMaxChunk]) {
+  constexpr int kLanes = Vec16<T>::kLanes;
+  if (vector_run(dst, stride_c, cc)) {
+#pragma unroll
+    for (int c0 = 0; c0 < kMaxChunk; c0 += kLanes) {
+      if (c0 >= cc) break;
+      Vec16<T> v;
+#pragma unroll
+      for (int k = 0; k < kLanes; ++k) v.lane[k] = static_cast<T>(value[c0 + k]);
+      *reinterpret_cast<Vec16<T>*>(dst + c0) = v;
+    }
+    return;
+  }
+#pragma unroll
+  for (int c = 0; c < kMaxChunk; ++c)
+    if (c < cc) dst[c * stride_c] = static_cast<T>(value[c]);
+}
+
+// Loads as store_channels stores; channels past cc read as zero.
+template <typename T, typename A>
+__device__ __forceinline__ void load_channels(const T* src, int64_t stride_c, int64_t cc,
+                                              A (&value)[kMaxChunk]) {
+  constexpr int kLanes = Vec16<T>::kLanes;
+  if (vector_run(src, stride_c, cc)) {
+#pragma unroll
+    for (int c0 = 0; c0 < kMaxChunk; c0 += kLanes) {
+      const Vec16<T> v = c0 < cc ? *reinterpret_cast<const Vec16<T>*>(src + c0) : Vec16<T>{};
+#pragma unroll
+      for (int k = 0; k < kLanes; ++k) value[c0 + k] = c0 < cc ? static_cast<A>(v.lane[k]) : A(0);
+    }
+    return;
+  }
+#pragma unroll
+  for (int c = 0; c < kMaxChunk; ++c) value[c] = c < cc ? static_cast<A>(src[c * stride_c]) : A(0);
+}
+
+// Stages `cc` channels of the window `win` of a (rows x cols) source plane into shared
+// memory, zero outside the source.
+template <typename T, typename A>
+__device__ void stage_window(A* smem, const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
+                             const Window& win, int64_t cc, int64_t nrows, int64_t ncols,
+                             bool channel_fastest) {
+  const int64_t total = cc * win.rows * win.cols;
+  for (int64_t idx = threadIdx.x; idx < total; idx += kThreads) {
+    const Cell cell = staging_cell(idx, cc, win, channel_fastest);
+    const int64_t h = win.row0 + cell.r, w = win.col0 + cell.col;
+    A value = A(0);
+    if (h >= 0 && h < nrows && w >= 0 && w < ncols)
+      value = static_cast<A>(src[cell.c * s_c + h * s_h + w * s_w]);
+    smem[smem_offset(win, cell.c, cell.r, cell.col)] = value;
+  }
+}
+
+// Reads channel c at window cell (r, col): from shared memory when staged, else from
+// global memory with bounds checks (windows too large for shared memory).
+template <bool kStaged, typename T, typename A>
+__device__ __forceinline__ A window_value(const A* smem, const Window& win, const T* src,
+                                          int64_t s_c, int64_t s_h, int64_t s_w, int64_t c,
+                                          int64_t r, int64_t col, int64_t nrows, int64_t ncols) {
+  if constexpr (kStaged) {
+    return smem[smem_offset(win, c, r, col)];
+  } else {
+    const int64_t h = win.row0 + r, w = win.col0 + col;
+    if (h < 0 || h >= nrows || w < 0 || w >= ncols) return A(0);
+    return static_cast<A>(src[c * s_c + h * s_h + w * s_w]);
+  }
+}
+
+// forward (Map = ForwardMap: src = input, out = output) and grad_input (GradInputMap:
+// src = grad_output, out = grad_input, a gather over the taps that reach each pixel).
+template <typename T, typename Map, bool kStaged>
+__global__ void __launch_bounds__(kThreads)
+    gather_kernel(Shape s, Plan p, View4<const T> src, int64_t src_rows, int64_t src_cols,
+                  View6<const T> w, View4<T> out, int64_t out_rows, int64_t out_cols,
+                  bool channel_fastest) {
+  using A = acc_t<T>;
+  A* smem = shared_scratch<A>();
+  const BlockCoord bc = block_coord(s, p, blockIdx.x);
+  const auto [ty, tx, ph, pw] = thread_pixel(bc, threadIdx.x);
+  const bool active = ph < out_rows && pw < out_cols;
+  const Window win = Map::window(s, bc.h0, bc.w0);
+  const int64_t cg = s.cg();
+  const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
+  const T* wplane = w.data + bc.b * w.s.b + bc.g * w.s.g;
+  for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
+    const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
+    const T* srcc = src.data + bc.b * src.s.b + (bc.g * cg + c0) * src.s.c;
+    if constexpr (kStaged) {
+      __syncthreads();  // the previous chunk's reads are done
+      stage_window(smem, srcc, src.s.c, src.s.h, src.s.w, win, cc, src_rows, src_cols,
+                   channel_fastest);
+      __syncthreads();
+    }
+    if (!active) continue;
+    A acc[kMaxChunk];
+#pragma unroll
+    for (int c = 0; c < kMaxChunk; ++c) acc[c] = A(0);
+    for (int64_t u = 0; u < s.Kh; ++u) {
+      for (int64_t v = 0; v < s.Kw; ++v) {
+        TapRead t;
+        if (!Map::tap(s, win, ty, tx, ph, pw, u, v, t)) continue;
+        const A wv = static_cast<A>(wplane[u * w.s.u + v * w.s.v + t.wi * w.s.i + t.wj * w.s.j]);
+#pragma unroll
+        for (int c = 0; c < kMaxChunk; ++c)
+          if (c < cc)
+            acc[c] += wv * window_value<kStaged>(smem, win, srcc, src.s.c, src.s.h, src.s.w, c,
+                                                 t.r, t.col, src_rows, src_cols);
+      }
+    }
+    store_channels(out.data + bc.b * out.s.b + (bc.g * cg + c0) * out.s.c + ph * out.s.h +
+                       pw * out.s.w,
+                   out.s.c, cc, acc);
+  }
+}
+
+// O is the type grad_weight is accumulated in across channel chunks: T when the group
+// fits one chunk, fp32 (a temporary) for half types with several chunks.
+template <typename T, typename O, bool kStaged>
+__global__ void __launch_bounds__(kThreads)
+    grad_weight_kernel(Shape s, Plan p, View4<const T> gy, View4<const T> x, View6<O> gw,
+                       bool channel_fastest) {
+  using A = acc_t<T>;
+  A* smem = shared_scratch<A>();
+  const BlockCoord bc = block_coord(s, p, blockIdx.x);
+  const auto [ty, tx, i, j] = thread_pixel(bc, threadIdx.x);
+  const bool active = i < s.Ho && j < s.Wo;
+  const Window win = input_window(s, bc.h0, bc.w0);
+  const int64_t cg = s.cg();
+  const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
+  O* gwpix = gw.data + bc.b * gw.s.b + bc.g * gw.s.g + i * gw.s.i + j * gw.s.j;
+  for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
+    const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
+    const T* xs = x.data + bc.b * x.s.b + (bc.g * cg + c0) * x.s.c;
+    if constexpr (kStaged) {
+      __syncthreads();
+      stage_window(smem, xs, x.s.c, x.s.h, x.s.w, win, cc, s.H, s.W, channel_fastest);
+      __syncthreads();
+    }
+    if (!active) continue;
+    A gyv[kMaxChunk];
+    load_channels(gy.data + bc.b * gy.s.b + (bc.g * cg + c0) * gy.s.c + i * gy.s.h + j * gy.s.w,
+                  gy.s.c, cc, gyv);
+    for (int64_t u = 0; u < s.Kh; ++u) {
+      const int64_t r = forward_tap_row(s, ty, u);
+      for (int64_t v = 0; v < s.Kw; ++v) {
+        const int64_t col = forward_tap_col(s, tx, v);
+        A sum = A(0);
+#pragma unroll
+        for (int c = 0; c < kMaxChunk; ++c)
+          if (c < cc)
+            sum += gyv[c] * window_value<kStaged>(smem, win, xs, x.s.c, x.s.h, x.s.w, c, r, col,
+                                                  s.H, s.W);
+        O* dst = gwpix + u * gw.s.u + v * gw.s.v;
+        *dst = c0 == 0 ? static_cast<O>(sum) : static_cast<O>(static_cast<A>(*dst) + sum);
+      }
+    }
+  }
+}
+
+// ---- host-side launch recipes. `launch(kernel, blocks, smem_bytes, args...)` runs
+// `kernel` over `blocks` blocks of kThreads threads with that much dynamic shared memory.
+
+// forward (Map = ForwardMap) or grad_input (Map = GradInputMap); out_rows/out_cols: the
+// extent of the pixels the threads own; max_window: the largest window a tile stages.
+template <typename T, typename Map, typename Launch>
+void run_gather(Launch&& launch, const Shape& s, const Window& max_window, View4<const T> src,
+                int64_t src_rows, int64_t src_cols, View6<const T> w, View4<T> out,
+                int64_t out_rows, int64_t out_cols, bool channel_fastest) {
+  using A = acc_t<T>;
+  const Plan p = make_plan(s, out_rows, out_cols, max_window, sizeof(A));
+  if (p.chunk > 0)
+    launch(gather_kernel<T, Map, true>, p.blocks, p.smem_elems() * sizeof(A), s, p, src,
+           src_rows, src_cols, w, out, out_rows, out_cols, channel_fastest);
+  else
+    launch(gather_kernel<T, Map, false>, p.blocks, 0, s, p, src, src_rows, src_cols, w, out,
+           out_rows, out_cols, channel_fastest);
+}
+
+// True when grad_weight of a half type spans several channel chunks: the running sums
+// then go through an fp32 scratch copy of grad_weight rather than being rounded per chunk.
+template <typename T>
+bool grad_weight_needs_fp32_scratch(const Shape& s) {
+  using A = acc_t<T>;
+  if constexpr (std::is_same_v<T, A>) {
+    return false;
+  } else {
+    const Plan p = make_plan(s, s.Ho, s.Wo, input_window(s, 0, 0), sizeof(A));
+    return s.cg() > (p.chunk > 0 ? p.chunk : kMaxChunk);
+  }
+}
+
+// grad_weight into `gw` (O = T, or float for the scratch of grad_weight_needs_fp32_scratch).
+template <typename T, typename O, typename Launch>
+void run_grad_weight(Launch&& launch, const Shape& s, View4<const T> gy, View4<const T> x,
+                     View6<O> gw, bool channel_fastest) {
+  using A = acc_t<T>;
+  const Plan p = make_plan(s, s.Ho, s.Wo, input_window(s, 0, 0), sizeof(A));
+  if (p.chunk > 0)
+    launch(grad_weight_kernel<T, O, true>, p.blocks, p.smem_elems() * sizeof(A), s, p, gy, x,
+           gw, channel_fastest);
+  else
+    launch(grad_weight_kernel<T, O, false>, p.blocks, 0, s, p, gy, x, gw, channel_fastest);
+}
+
+}  // namespace involution::cuda

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# GPU verification in one prepared script, for a machine lent with a GPU for a few minutes
+# (the project's CI has none). Two stages, each meant for one call of at most 10 minutes:
+#
+#   bash scripts/gpu_check.sh test    # build, CUDA test suite, compute-sanitizer memcheck,
+#                                     # the op benchmark (bench_ops --device cuda)
+#   bash scripts/gpu_check.sh more    # racecheck, model benchmark + training throughput
+#                                     # (fp16 autocast), the C++ benchmark's CUDA mode
+#
+# Results go to $OUT (or benchmarks/results/gpu when unset), at most 8 files per stage:
+# gpu_<stage>.log plus the benchmarks' JSON/PNG. Every step has its own time limit and the
+# stage stops starting steps once its deadline (STAGE_SECONDS, default 540) is near, so a
+# slow step still leaves the others' results. Python packages missing on the machine can
+# come as wheels in .whl/ (installed into /tmp/site first).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:-test}
+out=${OUT:-benchmarks/results/gpu}
+mkdir -p "$out"
+exec > >(tee "$out/gpu_$stage.log") 2>&1
+deadline=$((SECONDS + ${STAGE_SECONDS:-540}))
+export PYTHONUNBUFFERED=1
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # H100/H200: one target builds fastest
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+PY=${PYTHON:-python3}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+
+status=()
+# step NAME LIMIT_S COMMAND...: runs COMMAND with the smaller of LIMIT_S and the time left.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((deadline - SECONDS))
+  if ((left < 20)); then
+    status+=("$name: skipped (stage deadline)")
+    return
+  fi
+  ((limit > left)) && limit=$left
+  echo
+  echo "=== $name (limit ${limit}s) $(date +%T)"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  status+=("$name: rc=$rc in $((SECONDS - t0))s")
+}
+
+copy_results() {  # benchmark outputs into $out
+  for f in "$@"; do [ -f "$f" ] && cp "$f" "$out/"; done
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+
+# The build is reused by the second stage when the machine is still the same.
+if ! $PY -c "import involution_ext, sys; sys.exit(0 if involution_ext.build_info()['cuda'] else 1)" 2>/dev/null; then
+  step build 400 env INVOLUTION_EXT_CUDA=ON $PY -m pip install -q --no-build-isolation --no-deps .
+fi
+(cd /tmp && $PY -m involution_ext info)
+
+case $stage in
+test)
+  step cuda-tests 200 $PY -m pytest -q -p no:cacheprovider --maxfail=20 -rs tests/test_cuda_ops.py
+  step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_ops.py::test_special_paths \
+    "tests/test_cuda_ops.py::test_random_shapes[0]" "tests/test_cuda_ops.py::test_random_shapes[1]"
+  step bench-ops 240 $PY benchmarks/bench_ops.py --device cuda --dtypes float32,float16 --budget 0.25
+  copy_results benchmarks/results/bench_ops_cuda.json benchmarks/results/bench_ops_cuda.png
+  ;;
+more)
+  step racecheck 90 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 20 \
+    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_ops.py::test_special_paths
+  step bench-models 180 $PY benchmarks/bench_models.py --device cuda --amp fp16 --budget 1.0
+  copy_results benchmarks/results/bench_models_cuda.json benchmarks/results/bench_models_cuda.png
+  step train 90 $PY -m involution_ext.train --amp fp16 --channels-last --epochs 3 --batch-size 128 \
+    --out /tmp/gpu-train --no-progress --no-plot
+  [ -f /tmp/gpu-train/log.csv ] && cat /tmp/gpu-train/log.csv
+  prefix="$($PY -m involution_ext cmake-prefix)"
+  step cpp-bench-build 120 bash -c "cmake -S benchmarks/cpp -B build/gpu-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH='$prefix' >/dev/null && cmake --build build/gpu-cpp"
+  step cpp-bench 120 build/gpu-cpp/involution_bench --device cuda --json "$out/cpp_bench_cuda.json"
+  ;;
+*)
+  echo "unknown stage '$stage' (test or more)"
+  exit 2
+  ;;
+esac
+
+echo
+echo "=== summary ($stage, ${SECONDS}s)"
+printf '%s\n' "${status[@]}"
