@@ -163,7 +163,7 @@ def run(args):
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    batches = [int(b) for b in args.batch.split(",")] if args.batch else ([8] if device.type == "cpu" else [32, 64])
+    batches = [int(b) for b in args.batch.split(",")] if args.batch else ([8] if device.type == "cpu" else [8, 32, 64])
     if args.dtypes:
         dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     else:
@@ -304,7 +304,7 @@ def plot(rows, path, title):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", default="", help="comma list; default 8 on CPU, 32,64 on CUDA")
+    parser.add_argument("--batch", default="", help="comma list; default 8 on CPU, 8,32,64 on CUDA")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dtypes", default="", help="comma list, e.g. float32,float16 (default by device)")

@@ -297,6 +297,17 @@ void compare(const char* what, const std::string& where, const T* got, const std
   }
 }
 
+// fn(b, g, u, v, i, j) for every weight element, in contiguous order.
+template <typename Fn>
+void for_each_weight(const Shape& s, Fn&& fn) {
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t g = 0; g < s.G; ++g)
+      for (int64_t u = 0; u < s.Kh; ++u)
+        for (int64_t v = 0; v < s.Kw; ++v)
+          for (int64_t i = 0; i < s.Ho; ++i)
+            for (int64_t j = 0; j < s.Wo; ++j) fn(b, g, u, v, i, j);
+}
+
 template <typename T>
 void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
   const std::string where = describe(s) + " " + name(layout) + " " + dtype_name(T{});
@@ -328,39 +339,29 @@ void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
           gy.data[y_off.back()] = static_cast<T>(normal(rng));
         }
     }
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t g = 0; g < s.G; ++g)
-      for (int64_t u = 0; u < s.Kh; ++u)
-        for (int64_t v = 0; v < s.Kw; ++v)
-          for (int64_t i = 0; i < s.Ho; ++i)
-            for (int64_t j = 0; j < s.Wo; ++j) {
-              w_off.push_back(at6(b, g, u, v, i, j));
-              w.data[w_off.back()] = static_cast<T>(normal(rng));
-            }
+  for_each_weight(s, [&](int64_t b, int64_t g, int64_t u, int64_t v, int64_t i, int64_t j) {
+    w_off.push_back(at6(b, g, u, v, i, j));
+    w.data[w_off.back()] = static_cast<T>(normal(rng));
+  });
 
   // ---- fp64 reference: Eq. 4 and its derivatives, as loops over (output pixel, tap) ----
   std::vector<double> y_ref(y_off.size()), y_abs(y_off.size()), gx_ref(x_off.size()),
       gx_abs(x_off.size()), gw_ref(w_off.size()), gw_abs(w_off.size());
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t g = 0; g < s.G; ++g)
-      for (int64_t u = 0; u < s.Kh; ++u)
-        for (int64_t v = 0; v < s.Kw; ++v)
-          for (int64_t i = 0; i < s.Ho; ++i)
-            for (int64_t j = 0; j < s.Wo; ++j) {
-              const int64_t h = i * s.sh - s.ph + u * s.dh, ww = j * s.sw - s.pw + v * s.dw;
-              if (h < 0 || h >= s.H || ww < 0 || ww >= s.W) continue;
-              const double wv = as_double(w.data[at6(b, g, u, v, i, j)]);
-              const int64_t wk = ((((b * s.G + g) * s.Kh + u) * s.Kw + v) * s.Ho + i) * s.Wo + j;
-              for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
-                const double xv = as_double(x.data[at4(xs, b, c, h, ww)]);
-                const double gyv = as_double(gy.data[at4(ys, b, c, i, j)]);
-                const int64_t yk = ((b * s.C + c) * s.Ho + i) * s.Wo + j;
-                const int64_t xk = ((b * s.C + c) * s.H + h) * s.W + ww;
-                y_ref[yk] += wv * xv, y_abs[yk] += std::abs(wv * xv);
-                gx_ref[xk] += wv * gyv, gx_abs[xk] += std::abs(wv * gyv);
-                gw_ref[wk] += gyv * xv, gw_abs[wk] += std::abs(gyv * xv);
-              }
-            }
+  for_each_weight(s, [&](int64_t b, int64_t g, int64_t u, int64_t v, int64_t i, int64_t j) {
+    const int64_t h = i * s.sh - s.ph + u * s.dh, ww = j * s.sw - s.pw + v * s.dw;
+    if (h < 0 || h >= s.H || ww < 0 || ww >= s.W) return;
+    const double wv = as_double(w.data[at6(b, g, u, v, i, j)]);
+    const int64_t wk = ((((b * s.G + g) * s.Kh + u) * s.Kw + v) * s.Ho + i) * s.Wo + j;
+    for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+      const double xv = as_double(x.data[at4(xs, b, c, h, ww)]);
+      const double gyv = as_double(gy.data[at4(ys, b, c, i, j)]);
+      const int64_t yk = ((b * s.C + c) * s.Ho + i) * s.Wo + j;
+      const int64_t xk = ((b * s.C + c) * s.H + h) * s.W + ww;
+      y_ref[yk] += wv * xv, y_abs[yk] += std::abs(wv * xv);
+      gx_ref[xk] += wv * gyv, gx_abs[xk] += std::abs(wv * gyv);
+      gw_ref[wk] += gyv * xv, gw_abs[wk] += std::abs(gyv * xv);
+    }
+  });
 
   // ---- the kernels, through the same recipes as the CUDA backend ----
   const bool channel_fastest = std::abs(xs.c) < std::abs(xs.w);
