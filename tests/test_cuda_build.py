@@ -9,6 +9,7 @@ lack)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -84,11 +85,18 @@ def test_cu_file_compiles_with_nvcc(cu, tmp_path):
         (shim / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
         flags.insert(0, f"-I{tmp_path / 'shim'}")
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    cmd = [nvcc, "-std=c++20", "-arch=sm_80", "--expt-relaxed-constexpr", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-           *flags, "-c", str(cu), "-o", str(tmp_path / "out.o")]
+    cmd = [nvcc, "-std=c++20", "-arch=sm_90", "-O3", "--resource-usage", "--expt-relaxed-constexpr",
+           f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *flags, "-c", str(cu), "-o", str(tmp_path / "out.o")]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stderr[-4000:]}"
     assert (tmp_path / "out.o").stat().st_size > 0
+    # ptxas's resource report: a kernel whose 16 per-channel accumulators fell out of
+    # registers into local memory (e.g. indexed by a runtime value) is a silent slowdown.
+    # A few spilled words are tolerated; a whole accumulator array (>= 64 bytes) is not.
+    frames = re.findall(r"Function properties for (\S+)\s+(\d+) bytes stack frame", out.stdout + out.stderr)
+    assert frames, "ptxas printed no resource usage"
+    heavy = [(name, int(size)) for name, size in frames if int(size) >= 64]
+    assert not heavy, f"kernels with large local-memory frames: {heavy}"
 
 
 def test_build_reports_cuda_state():

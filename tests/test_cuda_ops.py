@@ -166,3 +166,18 @@ def test_int64_indexing_over_2_pow_31_elements():
     for c in range(C):
         want += gy[0, c].float() * x[0, c].float()
     torch.testing.assert_close(gw[0, 0, 0, 0].float(), want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensors_on_second_device():
+    # The device guard: kernels run on cuda:1 while cuda:0 is current.
+    case = Case(B=2, C=32, G=2, H=10, W=13, K=(7, 7), stride=(1, 1), padding=(3, 3), dilation=(1, 1))
+    x, w = case.tensors(torch.float32)
+    xd, wd = (t.to("cuda:1").requires_grad_() for t in (x, w))
+    assert torch.cuda.current_device() == 0
+    y = torch.ops.involution.forward(xd, wd, *case.args())
+    assert y.device == torch.device("cuda:1")
+    ref = involution_loops(x, w, *case.args())
+    assert_close_scaled(y.cpu(), ref, involution_loops(x.abs(), w.abs(), *case.args()), torch.float32, "cuda:1")
+    y.sum().backward()
+    assert xd.grad.device == wd.grad.device == torch.device("cuda:1")
