@@ -27,6 +27,7 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # H100/H200: one targe
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 PY=${PYTHON:-python3}
+command -v nvcc >/dev/null || export PATH="${CUDA_HOME:-/usr/local/cuda}/bin:$PATH"
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
@@ -65,7 +66,12 @@ fi
 
 case $stage in
 test)
+  # The benchmark's per-element baseline kernel compiles at first use (about a minute):
+  # build it beside the tests.
+  (cd benchmarks && $PY -c "import cuda_baseline; cuda_baseline._module()" >/tmp/baseline_build.txt 2>&1) &
+  baseline_build=$!
   step cuda-tests 180 $PY -m pytest -q -p no:cacheprovider --maxfail=20 -rs tests/test_cuda_ops.py
+  wait $baseline_build || echo "per-element baseline did not build: $(tail -5 /tmp/baseline_build.txt)"
   step bench-ops 200 $PY benchmarks/bench_ops.py --device cuda --dtypes float32,float16 --budget 0.15
   copy_results benchmarks/results/bench_ops_cuda.json benchmarks/results/bench_ops_cuda.png
   step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
