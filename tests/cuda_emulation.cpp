@@ -1,6 +1,6 @@
 // Runs the CUDA kernels of csrc/cuda/kernels.cuh on the CPU — the same source the GPU
 // build compiles, launched through the same host recipes (run_gather, run_grad_weight) —
-// with one std::thread per CUDA thread and a std::barrier for __syncthreads, and checks
+// with one std::thread per CUDA thread and a barrier for __syncthreads, and checks
 // forward, grad_input and grad_weight against an fp64 loop of the paper's Eq. 4 (and its
 // derivatives, written as scatters, unlike the kernels' gathers), for fp64/fp32/fp16/bf16,
 // NCHW, channels_last and strided tensors, staged and unstaged (huge-window) kernels.
@@ -113,7 +113,8 @@ void fail(const std::string& what) {
 
 static_assert(kThreads <= 256, "emulation::Block tracks at most 256 threads");
 
-// kThreads worker threads, started once; each launch hands every one of them the job.
+// kThreads worker threads, started once; each launch hands every one of them the job
+// (those past the launch's block size return at once).
 class ThreadPool {
  public:
   ThreadPool() {
@@ -161,19 +162,21 @@ class ThreadPool {
   bool stop_ = false;
 };
 
-// Runs `kernel` as CUDA would: blocks one after another, each with kThreads threads
+// Runs `kernel` as CUDA would: blocks one after another, each with `threads` threads
 // sharing a barrier and `smem_bytes` of shared memory.
 struct EmulatedLaunch {
   template <typename... Params, typename... Args>
-  void operator()(void (*kernel)(Params...), int64_t blocks, int64_t smem_bytes,
+  void operator()(void (*kernel)(Params...), int64_t blocks, int64_t threads, int64_t smem_bytes,
                   Args&&... args) const {
     static ThreadPool pool;
     ++launches;
     if (blocks <= 0 || blocks > std::numeric_limits<int32_t>::max())
       return fail("grid of " + std::to_string(blocks) + " blocks");
+    if (threads <= 0 || threads > kThreads)
+      return fail("blocks of " + std::to_string(threads) + " threads");
     if (smem_bytes < 0 || smem_bytes > kSmemBytes)
       return fail("dynamic shared memory " + std::to_string(smem_bytes) + " bytes");
-    emulation::Block block(kThreads);
+    emulation::Block block(static_cast<int>(threads));
     // Exactly the requested size (ASan reports overruns); none at all when 0.
     std::unique_ptr<unsigned char[]> shared(smem_bytes > 0 ? new unsigned char[smem_bytes] : nullptr);
     block.shared = shared.get();
@@ -181,6 +184,7 @@ struct EmulatedLaunch {
     poison();
     std::atomic<bool> uneven{false};
     pool.run([&](int t) {
+      if (t >= threads) return;
       emulation::current_block = &block;
       threadIdx.x = t;
       for (int64_t b = 0; b < blocks; ++b) {
@@ -188,9 +192,9 @@ struct EmulatedLaunch {
         kernel(args...);
         block.barrier.arrive_and_wait();  // the block is done
         if (t == 0) {
-          for (int k = 1; k < kThreads; ++k)
+          for (int k = 1; k < threads; ++k)
             if (block.syncs[k].load() != block.syncs[0].load()) uneven = true;
-          for (int k = 0; k < kThreads; ++k) block.syncs[k] = 0;
+          for (int k = 0; k < threads; ++k) block.syncs[k] = 0;
           poison();
         }
         block.barrier.arrive_and_wait();  // the next block starts clean
@@ -370,12 +374,12 @@ void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
   const View6<const T> wv{w.data.get(), ws};
   Strides4 os, gxs;
   auto y = make4<T>(layout, s.B, s.C, s.Ho, s.Wo, os);
-  run_gather<T, ForwardMap>(EmulatedLaunch{}, s, input_window(s, 0, 0), xv, s.H, s.W, wv,
+  run_gather<T, ForwardMap>(EmulatedLaunch{}, s, xv, s.H, s.W, wv,
                             View4<T>{y.data.get(), os}, s.Ho, s.Wo, channel_fastest);
   compare("forward", where, y.data.get(), y_ref, y_abs, y_off);
 
   auto backward = [&](Buffer<T>& gx, Buffer<T>& gw) {
-    run_gather<T, GradInputMap>(EmulatedLaunch{}, s, max_output_window(s), gyv, s.Ho, s.Wo, wv,
+    run_gather<T, GradInputMap>(EmulatedLaunch{}, s, gyv, s.Ho, s.Wo, wv,
                                 View4<T>{gx.data.get(), gxs}, s.H, s.W, grad_channel_fastest);
     if (grad_weight_needs_fp32_scratch<T>(s)) {
       std::vector<float> scratch(s.B * s.G * K * s.Ho * s.Wo, std::numeric_limits<float>::quiet_NaN());

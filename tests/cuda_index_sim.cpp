@@ -39,8 +39,8 @@ void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fa
                    int64_t smem_elems) {
   std::vector<int> hits(cc * win.rows * win.cols, 0);
   const int64_t total = cc * win.rows * win.cols;
-  for (int64_t t = 0; t < kThreads; ++t)
-    for (int64_t idx = t; idx < total; idx += kThreads) {
+  for (int64_t t = 0; t < p.threads; ++t)
+    for (int64_t idx = t; idx < total; idx += p.threads) {
       const Cell cell = staging_cell(idx, cc, win, channel_fastest);
       EXPECT(cell.c >= 0 && cell.c < cc && cell.r >= 0 && cell.r < win.rows && cell.col >= 0 &&
                  cell.col < win.cols,
@@ -53,11 +53,25 @@ void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fa
   for (int64_t k = 0; k < total; ++k) EXPECT(hits[k] == 1, "smem cell %lld hit %d", (long long)k, hits[k]);
 }
 
+// The tile: at most kThreads threads, rows of 8/16/32 (whole sectors for coalescing), and
+// not much larger than the map when the map is small.
+void check_tile(const Plan& p, int64_t rows, int64_t cols) {
+  const Tile t = p.tile;
+  EXPECT(p.threads == t.h * t.w && p.threads >= 1 && p.threads <= kThreads, "tile %lldx%lld",
+         (long long)t.h, (long long)t.w);
+  EXPECT(t.w == 8 || t.w == 16 || t.w == 32, "tile width %lld", (long long)t.w);
+  EXPECT(t.w == 8 || cols > t.w / 2, "tile width %lld for %lld columns", (long long)t.w, (long long)cols);
+  EXPECT(t.h == 1 || rows > t.h / 2, "tile height %lld for %lld rows", (long long)t.h, (long long)rows);
+  EXPECT(2 * t.h * t.w > kThreads || t.h >= rows, "tile %lldx%lld could be taller", (long long)t.h,
+         (long long)t.w);
+}
+
 void check_shape(const Shape& s) {
   const int64_t cg = s.cg();
   // ---- forward and grad_weight (same plan: threads own output pixels) ----
   {
-    const Plan p = make_plan(s, s.Ho, s.Wo, input_window(s, 0, 0), 4);
+    const Plan p = plan_for<ForwardMap>(s, s.Ho, s.Wo, 4);
+    check_tile(p, s.Ho, s.Wo);
     const int64_t chunk = p.chunk > 0 ? p.chunk : kMaxChunk;
     EXPECT(p.smem_elems() * 4 <= kSmemBytes, "smem %lld", (long long)(p.smem_elems() * 4));
     std::vector<int> y_owner(s.B * s.C * s.Ho * s.Wo, 0);
@@ -65,7 +79,7 @@ void check_shape(const Shape& s) {
     for (int64_t block = 0; block < p.blocks; ++block) {
       const BlockCoord bc = block_coord(s, p, block);
       EXPECT(bc.b < s.B && bc.g < s.G && bc.h0 < s.Ho && bc.w0 < s.Wo, "block %lld", (long long)block);
-      const Window win = ForwardMap::window(s, bc.h0, bc.w0);
+      const Window win = ForwardMap::window(s, p.tile, bc.h0, bc.w0);
       EXPECT(win.rows * win.cols == p.window_cells, "window size");
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
@@ -74,8 +88,8 @@ void check_shape(const Shape& s) {
           check_staging(p, win, cc, false, p.smem_elems());
           check_staging(p, win, cc, true, p.smem_elems());
         }
-        for (int64_t t = 0; t < kThreads; ++t) {
-          const auto [ty, tx, i, j] = thread_pixel(bc, t);
+        for (int64_t t = 0; t < p.threads; ++t) {
+          const auto [ty, tx, i, j] = thread_pixel(p, bc, t);
           if (!(i < s.Ho && j < s.Wo)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
             for (int64_t v = 0; v < s.Kw; ++v) {
@@ -102,20 +116,21 @@ void check_shape(const Shape& s) {
   }
   // ---- grad_input (threads own input pixels, gather over output taps) ----
   {
-    const Window maxw = max_output_window(s);
-    const Plan p = make_plan(s, s.H, s.W, maxw, 4);
+    const Plan p = plan_for<GradInputMap>(s, s.H, s.W, 4);
+    check_tile(p, s.H, s.W);
+    const Window maxw = GradInputMap::max_window(s, p.tile);
     const int64_t chunk = p.chunk > 0 ? p.chunk : kMaxChunk;
     EXPECT(p.smem_elems() * 4 <= kSmemBytes, "smem");
     std::vector<int> gx_owner(s.B * s.C * s.H * s.W, 0);
     for (int64_t block = 0; block < p.blocks; ++block) {
       const BlockCoord bc = block_coord(s, p, block);
-      const Window win = GradInputMap::window(s, bc.h0, bc.w0);
+      const Window win = GradInputMap::window(s, p.tile, bc.h0, bc.w0);
       EXPECT(win.rows <= maxw.rows && win.cols <= maxw.cols, "window larger than the maximum");
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
         if (p.chunk > 0) check_staging(p, win, cc, false, p.smem_elems());
-        for (int64_t t = 0; t < kThreads; ++t) {
-          const auto [ty, tx, h, w] = thread_pixel(bc, t);
+        for (int64_t t = 0; t < p.threads; ++t) {
+          const auto [ty, tx, h, w] = thread_pixel(p, bc, t);
           if (!(h < s.H && w < s.W)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
             for (int64_t v = 0; v < s.Kw; ++v) {

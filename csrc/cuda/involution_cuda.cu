@@ -31,12 +31,12 @@ bool channels_inner(const at::Tensor& t) { return std::abs(t.stride(1)) < std::a
 struct StreamLaunch {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   template <typename... Params, typename... Args>
-  void operator()(void (*kernel)(Params...), int64_t blocks, int64_t smem_bytes,
+  void operator()(void (*kernel)(Params...), int64_t blocks, int64_t threads, int64_t smem_bytes,
                   Args&&... args) const {
     TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "involution (CUDA): ", blocks,
                 " blocks exceed the grid limit");
-    kernel<<<static_cast<unsigned>(blocks), kThreads, static_cast<size_t>(smem_bytes), stream>>>(
-        std::forward<Args>(args)...);
+    kernel<<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads),
+             static_cast<size_t>(smem_bytes), stream>>>(std::forward<Args>(args)...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
@@ -68,8 +68,7 @@ at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& weight, at::I
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_forward_cuda", [&] {
     const Shape s = to_shape(g);
-    run_gather<scalar_t, ForwardMap>(StreamLaunch{}, s, input_window(s, 0, 0),
-                                     view4<const scalar_t>(input), g.H, g.W,
+    run_gather<scalar_t, ForwardMap>(StreamLaunch{}, s, view4<const scalar_t>(input), g.H, g.W,
                                      view6<const scalar_t>(weight), view4<scalar_t>(out), g.Ho,
                                      g.Wo, channels_inner(input));
   });
@@ -91,9 +90,8 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_output,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_backward_cuda", [&] {
     if (grad_input.defined() && grad_input.numel() > 0)
-      run_gather<scalar_t, GradInputMap>(StreamLaunch{}, s, max_output_window(s),
-                                         view4<const scalar_t>(grad_output), g.Ho, g.Wo,
-                                         view6<const scalar_t>(weight),
+      run_gather<scalar_t, GradInputMap>(StreamLaunch{}, s, view4<const scalar_t>(grad_output),
+                                         g.Ho, g.Wo, view6<const scalar_t>(weight),
                                          view4<scalar_t>(grad_input), g.H, g.W,
                                          channels_inner(grad_output));
     if (grad_weight.defined()) launch_grad_weight<scalar_t>(s, grad_output, input, grad_weight);

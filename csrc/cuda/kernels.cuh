@@ -4,7 +4,8 @@
 // code on the CPU with one std::thread per CUDA thread (under ASan/UBSan and TSan), so the
 // kernels' arithmetic, staging and barriers are tested without a GPU.
 //
-// A block owns (batch, group, 8x32 pixel tile); a thread owns one pixel. The block
+// A block owns (batch, group, pixel tile: 8x32, or 16x16 / 8x8 for small maps, see
+// choose_tile); a thread owns one pixel. The block
 // stages the window of the source its tile reads (input for forward and grad_weight,
 // grad_output for grad_input) for up to 16 channels of the group in shared memory,
 // so each source element is read from global memory about once. Each thread then
@@ -97,13 +98,13 @@ __device__ __forceinline__ void load_channels(const T* src, int64_t stride_c, in
 }
 
 // Stages `cc` channels of the window `win` of a (rows x cols) source plane into shared
-// memory, zero outside the source.
+// memory, zero outside the source; the block's `nthreads` threads share the work.
 template <typename T, typename A>
 __device__ void stage_window(A* smem, const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
                              const Window& win, int64_t cc, int64_t nrows, int64_t ncols,
-                             bool channel_fastest) {
+                             bool channel_fastest, int64_t nthreads) {
   const int64_t total = cc * win.rows * win.cols;
-  for (int64_t idx = threadIdx.x; idx < total; idx += kThreads) {
+  for (int64_t idx = threadIdx.x; idx < total; idx += nthreads) {
     const Cell cell = staging_cell(idx, cc, win, channel_fastest);
     const int64_t h = win.row0 + cell.r, w = win.col0 + cell.col;
     A value = A(0);
@@ -138,9 +139,9 @@ __global__ void __launch_bounds__(kThreads)
   using A = acc_t<T>;
   A* smem = shared_scratch<A>();
   const BlockCoord bc = block_coord(s, p, blockIdx.x);
-  const auto [ty, tx, ph, pw] = thread_pixel(bc, threadIdx.x);
+  const auto [ty, tx, ph, pw] = thread_pixel(p, bc, threadIdx.x);
   const bool active = ph < out_rows && pw < out_cols;
-  const Window win = Map::window(s, bc.h0, bc.w0);
+  const Window win = Map::window(s, p.tile, bc.h0, bc.w0);
   const int64_t cg = s.cg();
   const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
   const T* wplane = w.data + bc.b * w.s.b + bc.g * w.s.g;
@@ -150,7 +151,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kStaged) {
       __syncthreads();  // the previous chunk's reads are done
       stage_window(smem, srcc, src.s.c, src.s.h, src.s.w, win, cc, src_rows, src_cols,
-                   channel_fastest);
+                   channel_fastest, p.threads);
       __syncthreads();
     }
     if (!active) continue;
@@ -184,9 +185,9 @@ __global__ void __launch_bounds__(kThreads)
   using A = acc_t<T>;
   A* smem = shared_scratch<A>();
   const BlockCoord bc = block_coord(s, p, blockIdx.x);
-  const auto [ty, tx, i, j] = thread_pixel(bc, threadIdx.x);
+  const auto [ty, tx, i, j] = thread_pixel(p, bc, threadIdx.x);
   const bool active = i < s.Ho && j < s.Wo;
-  const Window win = input_window(s, bc.h0, bc.w0);
+  const Window win = input_window(s, p.tile, bc.h0, bc.w0);
   const int64_t cg = s.cg();
   const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
   O* gwpix = gw.data + bc.b * gw.s.b + bc.g * gw.s.g + i * gw.s.i + j * gw.s.j;
@@ -195,7 +196,7 @@ __global__ void __launch_bounds__(kThreads)
     const T* xs = x.data + bc.b * x.s.b + (bc.g * cg + c0) * x.s.c;
     if constexpr (kStaged) {
       __syncthreads();
-      stage_window(smem, xs, x.s.c, x.s.h, x.s.w, win, cc, s.H, s.W, channel_fastest);
+      stage_window(smem, xs, x.s.c, x.s.h, x.s.w, win, cc, s.H, s.W, channel_fastest, p.threads);
       __syncthreads();
     }
     if (!active) continue;
@@ -219,34 +220,40 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// ---- host-side launch recipes. `launch(kernel, blocks, smem_bytes, args...)` runs
-// `kernel` over `blocks` blocks of kThreads threads with that much dynamic shared memory.
+// ---- host-side launch recipes. `launch(kernel, blocks, threads, smem_bytes, args...)`
+// runs `kernel` over `blocks` blocks of `threads` threads with that much dynamic shared
+// memory.
 
-// forward (Map = ForwardMap) or grad_input (Map = GradInputMap); out_rows/out_cols: the
-// extent of the pixels the threads own; max_window: the largest window a tile stages.
+// forward (Map = ForwardMap: threads own output pixels) or grad_input (Map = GradInputMap:
+// threads own input pixels); out_rows/out_cols: that map's extent.
 template <typename T, typename Map, typename Launch>
-void run_gather(Launch&& launch, const Shape& s, const Window& max_window, View4<const T> src,
-                int64_t src_rows, int64_t src_cols, View6<const T> w, View4<T> out,
-                int64_t out_rows, int64_t out_cols, bool channel_fastest) {
+void run_gather(Launch&& launch, const Shape& s, View4<const T> src, int64_t src_rows,
+                int64_t src_cols, View6<const T> w, View4<T> out, int64_t out_rows,
+                int64_t out_cols, bool channel_fastest) {
   using A = acc_t<T>;
-  const Plan p = make_plan(s, out_rows, out_cols, max_window, sizeof(A));
+  const Plan p = plan_for<Map>(s, out_rows, out_cols, sizeof(A));
   if (p.chunk > 0)
-    launch(gather_kernel<T, Map, true>, p.blocks, p.smem_elems() * sizeof(A), s, p, src,
-           src_rows, src_cols, w, out, out_rows, out_cols, channel_fastest);
+    launch(gather_kernel<T, Map, true>, p.blocks, p.threads, p.smem_elems() * sizeof(A), s, p,
+           src, src_rows, src_cols, w, out, out_rows, out_cols, channel_fastest);
   else
-    launch(gather_kernel<T, Map, false>, p.blocks, 0, s, p, src, src_rows, src_cols, w, out,
-           out_rows, out_cols, channel_fastest);
+    launch(gather_kernel<T, Map, false>, p.blocks, p.threads, 0, s, p, src, src_rows, src_cols,
+           w, out, out_rows, out_cols, channel_fastest);
+}
+
+// grad_weight's threads own output pixels and stage input windows, as forward's do.
+template <typename T>
+Plan grad_weight_plan(const Shape& s) {
+  return plan_for<ForwardMap>(s, s.Ho, s.Wo, sizeof(acc_t<T>));
 }
 
 // True when grad_weight of a half type spans several channel chunks: the running sums
 // then go through an fp32 scratch copy of grad_weight rather than being rounded per chunk.
 template <typename T>
 bool grad_weight_needs_fp32_scratch(const Shape& s) {
-  using A = acc_t<T>;
-  if constexpr (std::is_same_v<T, A>) {
+  if constexpr (std::is_same_v<T, acc_t<T>>) {
     return false;
   } else {
-    const Plan p = make_plan(s, s.Ho, s.Wo, input_window(s, 0, 0), sizeof(A));
+    const Plan p = grad_weight_plan<T>(s);
     return s.cg() > (p.chunk > 0 ? p.chunk : kMaxChunk);
   }
 }
@@ -256,12 +263,13 @@ template <typename T, typename O, typename Launch>
 void run_grad_weight(Launch&& launch, const Shape& s, View4<const T> gy, View4<const T> x,
                      View6<O> gw, bool channel_fastest) {
   using A = acc_t<T>;
-  const Plan p = make_plan(s, s.Ho, s.Wo, input_window(s, 0, 0), sizeof(A));
+  const Plan p = grad_weight_plan<T>(s);
   if (p.chunk > 0)
-    launch(grad_weight_kernel<T, O, true>, p.blocks, p.smem_elems() * sizeof(A), s, p, gy, x,
-           gw, channel_fastest);
+    launch(grad_weight_kernel<T, O, true>, p.blocks, p.threads, p.smem_elems() * sizeof(A), s, p,
+           gy, x, gw, channel_fastest);
   else
-    launch(grad_weight_kernel<T, O, false>, p.blocks, 0, s, p, gy, x, gw, channel_fastest);
+    launch(grad_weight_kernel<T, O, false>, p.blocks, p.threads, 0, s, p, gy, x, gw,
+           channel_fastest);
 }
 
 }  // namespace involution::cuda

@@ -15,11 +15,9 @@
 
 namespace involution::cuda {
 
-// One thread per pixel of a kTileH x kTileW tile; 256 threads, a warp per tile row,
-// so global loads and stores along a row are coalesced for NCHW.
-constexpr int kTileW = 32;
-constexpr int kTileH = 8;
-constexpr int kThreads = kTileW * kTileH;
+// At most 256 threads per block (the kernels' launch bound), one per pixel of the block's
+// tile.
+constexpr int kThreads = 256;
 // Channels of a group staged in shared memory at once; also the accumulator count.
 constexpr int kMaxChunk = 16;
 // Shared memory a block may use without opting in to more (all architectures).
@@ -36,6 +34,23 @@ INVOLUTION_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
 }
 INVOLUTION_HD int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
+// The pixels a block owns: h rows x w columns, one thread each.
+struct Tile {
+  int64_t h, w;
+};
+
+// The tile for a map of rows x cols pixels: 32 columns (a warp per row, so NCHW rows are
+// read and written coalesced), or 16 / 8 for narrower maps; then as many rows as fill 256
+// threads, but no more than the map has (rounded up to a power of two). A fixed 8x32 tile
+// would leave most threads idle on RedNet's 14x14 and 7x7 stages (38 % and 19 % busy);
+// these get 16x16 and 8x8 tiles (77 %).
+INVOLUTION_HD Tile choose_tile(int64_t rows, int64_t cols) {
+  const int64_t w = cols <= 8 ? 8 : cols <= 16 ? 16 : 32;
+  int64_t h = 1;
+  while (h < rows && 2 * h * w <= kThreads) h *= 2;
+  return {h, w};
+}
+
 // A rectangle of source rows/columns staged in shared memory (may extend past the
 // tensor: those cells are zero).
 struct Window {
@@ -43,29 +58,30 @@ struct Window {
 };
 
 // Input rows/columns read by the output tile starting at (i0, j0) (forward, grad_weight).
-INVOLUTION_HD Window input_window(const Shape& s, int64_t i0, int64_t j0) {
-  return {i0 * s.sh - s.ph, j0 * s.sw - s.pw, (kTileH - 1) * s.sh + (s.Kh - 1) * s.dh + 1,
-          (kTileW - 1) * s.sw + (s.Kw - 1) * s.dw + 1};
+INVOLUTION_HD Window input_window(const Shape& s, const Tile& t, int64_t i0, int64_t j0) {
+  return {i0 * s.sh - s.ph, j0 * s.sw - s.pw, (t.h - 1) * s.sh + (s.Kh - 1) * s.dh + 1,
+          (t.w - 1) * s.sw + (s.Kw - 1) * s.dw + 1};
 }
 
 // Output rows/columns that touch the input tile starting at (h0, w0) (grad_input).
-INVOLUTION_HD Window output_window(const Shape& s, int64_t h0, int64_t w0) {
+INVOLUTION_HD Window output_window(const Shape& s, const Tile& t, int64_t h0, int64_t w0) {
   const int64_t r0 = ceil_div(h0 + s.ph - (s.Kh - 1) * s.dh, s.sh);
-  const int64_t r1 = floor_div(h0 + kTileH - 1 + s.ph, s.sh);
+  const int64_t r1 = floor_div(h0 + t.h - 1 + s.ph, s.sh);
   const int64_t c0 = ceil_div(w0 + s.pw - (s.Kw - 1) * s.dw, s.sw);
-  const int64_t c1 = floor_div(w0 + kTileW - 1 + s.pw, s.sw);
+  const int64_t c1 = floor_div(w0 + t.w - 1 + s.pw, s.sw);
   return {r0, c0, r1 >= r0 ? r1 - r0 + 1 : 0, c1 >= c0 ? c1 - c0 + 1 : 0};
 }
 
 // Largest output_window over all tiles, for sizing shared memory.
-INVOLUTION_HD Window max_output_window(const Shape& s) {
-  return {0, 0, (kTileH - 1 + (s.Kh - 1) * s.dh) / s.sh + 2,
-          (kTileW - 1 + (s.Kw - 1) * s.dw) / s.sw + 2};
+INVOLUTION_HD Window max_output_window(const Shape& s, const Tile& t) {
+  return {0, 0, (t.h - 1 + (s.Kh - 1) * s.dh) / s.sh + 2, (t.w - 1 + (s.Kw - 1) * s.dw) / s.sw + 2};
 }
 
 // Launch plan shared by host code and the CPU simulation. Blocks are linear over
 // (b, g, tile row, tile column) — gridDim.x alone, so no 65535 limit applies.
 struct Plan {
+  Tile tile;
+  int64_t threads;        // tile.h * tile.w
   int64_t tiles_h, tiles_w, blocks;
   int64_t chunk;          // channels staged per pass (<= kMaxChunk); 0 = no staging
   int64_t window_cells;   // rows * cols of the largest staged window
@@ -73,12 +89,15 @@ struct Plan {
 };
 
 // out_h/out_w: extent of the pixels the threads own (output for forward/grad_weight,
-// input for grad_input); window: the largest staged window; elem: bytes per staged value.
-INVOLUTION_HD Plan make_plan(const Shape& s, int64_t out_h, int64_t out_w, const Window& window,
-                             int64_t elem) {
+// input for grad_input); window: the largest window a tile stages; elem: bytes per
+// staged value.
+INVOLUTION_HD Plan make_plan(const Shape& s, const Tile& tile, int64_t out_h, int64_t out_w,
+                             const Window& window, int64_t elem) {
   Plan p{};
-  p.tiles_h = ceil_div(out_h, kTileH);
-  p.tiles_w = ceil_div(out_w, kTileW);
+  p.tile = tile;
+  p.threads = tile.h * tile.w;
+  p.tiles_h = ceil_div(out_h, tile.h);
+  p.tiles_w = ceil_div(out_w, tile.w);
   p.blocks = s.B * s.G * p.tiles_h * p.tiles_w;
   p.window_cells = window.rows * window.cols;
   const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
@@ -95,15 +114,15 @@ INVOLUTION_HD BlockCoord block_coord(const Shape& s, const Plan& p, int64_t bloc
   const int64_t tw = block % p.tiles_w;
   const int64_t th = (block / p.tiles_w) % p.tiles_h;
   const int64_t bg = block / (p.tiles_w * p.tiles_h);
-  return {bg / s.G, bg % s.G, th * kTileH, tw * kTileW};
+  return {bg / s.G, bg % s.G, th * p.tile.h, tw * p.tile.w};
 }
 
 // Thread t of a block owns pixel (h0 + ty, w0 + tx) of its tile.
 struct ThreadPixel {
   int64_t ty, tx, h, w;
 };
-INVOLUTION_HD ThreadPixel thread_pixel(const BlockCoord& bc, int64_t thread) {
-  const int64_t ty = thread / kTileW, tx = thread % kTileW;
+INVOLUTION_HD ThreadPixel thread_pixel(const Plan& p, const BlockCoord& bc, int64_t thread) {
+  const int64_t ty = thread / p.tile.w, tx = thread % p.tile.w;
   return {ty, tx, bc.h0 + ty, bc.w0 + tx};
 }
 
@@ -151,8 +170,11 @@ struct TapRead {
   int64_t r, col, wi, wj;
 };
 struct ForwardMap {  // pixels: output (i, j); source: input
-  INVOLUTION_HD static Window window(const Shape& s, int64_t h0, int64_t w0) {
-    return input_window(s, h0, w0);
+  INVOLUTION_HD static Window window(const Shape& s, const Tile& t, int64_t h0, int64_t w0) {
+    return input_window(s, t, h0, w0);
+  }
+  INVOLUTION_HD static Window max_window(const Shape& s, const Tile& t) {
+    return input_window(s, t, 0, 0);
   }
   INVOLUTION_HD static bool tap(const Shape& s, const Window&, int64_t ty, int64_t tx, int64_t i,
                                 int64_t j, int64_t u, int64_t v, TapRead& t) {
@@ -161,8 +183,11 @@ struct ForwardMap {  // pixels: output (i, j); source: input
   }
 };
 struct GradInputMap {  // pixels: input (h, w); source: grad_output
-  INVOLUTION_HD static Window window(const Shape& s, int64_t h0, int64_t w0) {
-    return output_window(s, h0, w0);
+  INVOLUTION_HD static Window window(const Shape& s, const Tile& t, int64_t h0, int64_t w0) {
+    return output_window(s, t, h0, w0);
+  }
+  INVOLUTION_HD static Window max_window(const Shape& s, const Tile& t) {
+    return max_output_window(s, t);
   }
   INVOLUTION_HD static bool tap(const Shape& s, const Window& win, int64_t, int64_t, int64_t h,
                                 int64_t w, int64_t u, int64_t v, TapRead& t) {
@@ -172,5 +197,13 @@ struct GradInputMap {  // pixels: input (h, w); source: grad_output
     return true;
   }
 };
+
+// The plan of a launch whose threads own a rows x cols map of pixels (Map: ForwardMap for
+// forward and grad_weight, GradInputMap for grad_input); elem: bytes per staged value.
+template <typename Map>
+INVOLUTION_HD Plan plan_for(const Shape& s, int64_t rows, int64_t cols, int64_t elem) {
+  const Tile tile = choose_tile(rows, cols);
+  return make_plan(s, tile, rows, cols, Map::max_window(s, tile), elem);
+}
 
 }  // namespace involution::cuda
