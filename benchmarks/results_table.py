@@ -1,6 +1,8 @@
 """Prints a bench_ops JSON result as the Markdown table the README shows.
 
     python benchmarks/results_table.py benchmarks/results/bench_ops_cpu.json [--dtype float32]
+
+CUDA results also get the per-element baseline kernel's time and our speed-up over it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ def main(argv=None):
     bw = data["copy_bandwidth_gbps"]
     print(f"Copy bandwidth in the same run: {bw:.1f} GB/s. {data['machine']['device']}, "
           f"{data['machine']['threads']} threads, torch {data['machine']['torch']}, dtype {args.dtype}.\n")
+    rows = [r for r in data["rows"] if r["dtype"] == args.dtype]
+    per_element = any("per_element" in r["times_ms"] for r in rows)
+    extra_head = " per-element ms | × faster than per-element |" if per_element else ""
     print("| shape | layout | pass | ours ms | unfold ms | depthwise 7×7 ms | dense 3×3 ms | × faster than unfold "
-          "| ours / dense 3×3 | GB/s (% copy) | peak extra MB ours / unfold |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in data["rows"]:
-        if r["dtype"] != args.dtype:
-            continue
+          f"| ours / dense 3×3 | GB/s (% copy) | peak extra MB ours / unfold |{extra_head}")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if per_element else ""))
+    for r in rows:
         t, m = r["times_ms"], r["peak_extra_mb"]
         ours = t["involution_ext"]
         gbps = f"{r['gbps']:.1f} ({100 * r['gbps'] / bw:.0f} %)" if r["gbps"] else ""
+        extra = f" {t['per_element']:.3f} | {t['per_element'] / ours:.1f} |" if "per_element" in t else (" | |" if per_element else "")
         print(f"| {r['shape']} | {r['layout']} | {r['pass_']} | {ours:.2f} | {t['unfold']:.1f} | {t['depthwise7x7']:.2f} "
               f"| {t['dense3x3']:.2f} | {t['unfold'] / ours:.1f} | {ours / t['dense3x3']:.2f} | {gbps} "
-              f"| {m['involution_ext']:.1f} / {m['unfold']:.0f} |")
+              f"| {m['involution_ext']:.1f} / {m['unfold']:.0f} |{extra}")
 
 
 if __name__ == "__main__":
