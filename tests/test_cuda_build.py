@@ -59,7 +59,7 @@ def test_cuda_kernels_emulated_on_cpu(sanitizer, args, tmp_path):
     if build.returncode != 0 and any(m in build.stderr for m in SANITIZER_CANNOT_RUN):
         pytest.skip(f"-fsanitize={sanitizer} unavailable: {build.stderr.strip()[-200:]}")
     assert build.returncode == 0, build.stderr[-4000:]
-    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=1")
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0")
     out = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=900, env=env)
     if out.returncode != 0 and any(m in out.stderr for m in SANITIZER_CANNOT_RUN):
         pytest.skip(f"-fsanitize={sanitizer} cannot run here: {out.stderr.strip()[-200:]}")
