@@ -31,13 +31,13 @@ namespace involution::cuda {
 template <typename T>
 using acc_t = at::opmath_type<T>;
 
-template <typename A>
-__device__ __forceinline__ A* shared_scratch() {
+template <typename T>
+__device__ __forceinline__ T* shared_scratch() {
 #if defined(INVOLUTION_CUDA_EMULATION)
-  return reinterpret_cast<A*>(emulated_shared_memory());
+  return reinterpret_cast<T*>(emulated_shared_memory());
 #else
   extern __shared__ __align__(16) unsigned char smem_bytes[];
-  return reinterpret_cast<A*>(smem_bytes);
+  return reinterpret_cast<T*>(smem_bytes);
 #endif
 }
 
@@ -98,30 +98,31 @@ __device__ __forceinline__ void load_channels(const T* src, int64_t stride_c, in
 }
 
 // Stages `cc` channels of the window `win` of a (rows x cols) source plane into shared
-// memory, zero outside the source; the block's `nthreads` threads share the work.
-template <typename T, typename A>
-__device__ void stage_window(A* smem, const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
+// memory, zero outside the source; the block's `nthreads` threads share the work. Values
+// stay in the tensor's dtype: for fp16/bf16 that halves the shared memory a window takes
+// and the bytes read from it per multiply-add (converted to fp32 in registers).
+template <typename T>
+__device__ void stage_window(T* smem, const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
                              const Window& win, int64_t cc, int64_t nrows, int64_t ncols,
                              bool channel_fastest, int64_t nthreads) {
   const int64_t total = cc * win.rows * win.cols;
   for (int64_t idx = threadIdx.x; idx < total; idx += nthreads) {
     const Cell cell = staging_cell(idx, cc, win, channel_fastest);
     const int64_t h = win.row0 + cell.r, w = win.col0 + cell.col;
-    A value = A(0);
-    if (h >= 0 && h < nrows && w >= 0 && w < ncols)
-      value = static_cast<A>(src[cell.c * s_c + h * s_h + w * s_w]);
+    T value = static_cast<T>(0);
+    if (h >= 0 && h < nrows && w >= 0 && w < ncols) value = src[cell.c * s_c + h * s_h + w * s_w];
     smem[smem_offset(win, cell.c, cell.r, cell.col)] = value;
   }
 }
 
 // Reads channel c at window cell (r, col): from shared memory when staged, else from
 // global memory with bounds checks (windows too large for shared memory).
-template <bool kStaged, typename T, typename A>
-__device__ __forceinline__ A window_value(const A* smem, const Window& win, const T* src,
+template <bool kStaged, typename T, typename A = acc_t<T>>
+__device__ __forceinline__ A window_value(const T* smem, const Window& win, const T* src,
                                           int64_t s_c, int64_t s_h, int64_t s_w, int64_t c,
                                           int64_t r, int64_t col, int64_t nrows, int64_t ncols) {
   if constexpr (kStaged) {
-    return smem[smem_offset(win, c, r, col)];
+    return static_cast<A>(smem[smem_offset(win, c, r, col)]);
   } else {
     const int64_t h = win.row0 + r, w = win.col0 + col;
     if (h < 0 || h >= nrows || w < 0 || w >= ncols) return A(0);
@@ -137,7 +138,7 @@ __global__ void __launch_bounds__(kThreads)
                   View6<const T> w, View4<T> out, int64_t out_rows, int64_t out_cols,
                   bool channel_fastest) {
   using A = acc_t<T>;
-  A* smem = shared_scratch<A>();
+  T* smem = shared_scratch<T>();
   const BlockCoord bc = block_coord(s, p, blockIdx.x);
   const auto [ty, tx, ph, pw] = thread_pixel(p, bc, threadIdx.x);
   const bool active = ph < out_rows && pw < out_cols;
@@ -183,7 +184,7 @@ __global__ void __launch_bounds__(kThreads)
     grad_weight_kernel(Shape s, Plan p, View4<const T> gy, View4<const T> x, View6<O> gw,
                        bool channel_fastest) {
   using A = acc_t<T>;
-  A* smem = shared_scratch<A>();
+  T* smem = shared_scratch<T>();
   const BlockCoord bc = block_coord(s, p, blockIdx.x);
   const auto [ty, tx, i, j] = thread_pixel(p, bc, threadIdx.x);
   const bool active = i < s.Ho && j < s.Wo;
@@ -230,10 +231,9 @@ template <typename T, typename Map, typename Launch>
 void run_gather(Launch&& launch, const Shape& s, View4<const T> src, int64_t src_rows,
                 int64_t src_cols, View6<const T> w, View4<T> out, int64_t out_rows,
                 int64_t out_cols, bool channel_fastest) {
-  using A = acc_t<T>;
-  const Plan p = plan_for<Map>(s, out_rows, out_cols, sizeof(A));
+  const Plan p = plan_for<Map>(s, out_rows, out_cols, sizeof(T));
   if (p.chunk > 0)
-    launch(gather_kernel<T, Map, true>, p.blocks, p.threads, p.smem_elems() * sizeof(A), s, p,
+    launch(gather_kernel<T, Map, true>, p.blocks, p.threads, p.smem_elems() * sizeof(T), s, p,
            src, src_rows, src_cols, w, out, out_rows, out_cols, channel_fastest);
   else
     launch(gather_kernel<T, Map, false>, p.blocks, p.threads, 0, s, p, src, src_rows, src_cols,
@@ -243,7 +243,7 @@ void run_gather(Launch&& launch, const Shape& s, View4<const T> src, int64_t src
 // grad_weight's threads own output pixels and stage input windows, as forward's do.
 template <typename T>
 Plan grad_weight_plan(const Shape& s) {
-  return plan_for<ForwardMap>(s, s.Ho, s.Wo, sizeof(acc_t<T>));
+  return plan_for<ForwardMap>(s, s.Ho, s.Wo, sizeof(T));
 }
 
 // True when grad_weight of a half type spans several channel chunks: the running sums
@@ -262,10 +262,9 @@ bool grad_weight_needs_fp32_scratch(const Shape& s) {
 template <typename T, typename O, typename Launch>
 void run_grad_weight(Launch&& launch, const Shape& s, View4<const T> gy, View4<const T> x,
                      View6<O> gw, bool channel_fastest) {
-  using A = acc_t<T>;
   const Plan p = grad_weight_plan<T>(s);
   if (p.chunk > 0)
-    launch(grad_weight_kernel<T, O, true>, p.blocks, p.threads, p.smem_elems() * sizeof(A), s, p,
+    launch(grad_weight_kernel<T, O, true>, p.blocks, p.threads, p.smem_elems() * sizeof(T), s, p,
            gy, x, gw, channel_fastest);
   else
     launch(grad_weight_kernel<T, O, false>, p.blocks, p.threads, 0, s, p, gy, x, gw,
