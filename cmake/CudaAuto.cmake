@@ -45,6 +45,15 @@ if(INVOLUTION_CUDA_ENABLED)
     set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
     set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
   endif()
+  # torch's CMake config looks for the toolkit (FindCUDA, FindCUDAToolkit) beside the nvcc
+  # on PATH, which misses it when that nvcc is a wrapper or link in another bin/ folder
+  # (e.g. /usr/local/bin/nvcc). CMake already asked nvcc where its toolkit is: pass that on.
+  if(CMAKE_CUDA_COMPILER_TOOLKIT_ROOT AND NOT DEFINED CUDA_TOOLKIT_ROOT_DIR
+     AND NOT DEFINED CUDAToolkit_ROOT AND NOT DEFINED ENV{CUDAToolkit_ROOT}
+     AND NOT DEFINED ENV{CUDA_HOME} AND NOT DEFINED ENV{CUDA_PATH})
+    set(CUDA_TOOLKIT_ROOT_DIR "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}" CACHE PATH "CUDA toolkit (from nvcc)")
+    set(CUDAToolkit_ROOT "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}")
+  endif()
   set(INVOLUTION_CUDA_REASON "CUDA ${CMAKE_CUDA_COMPILER_VERSION} kernels for ${INVOLUTION_CUDA_ARCHS}")
 endif()
 message(STATUS "involution_ext: ${INVOLUTION_CUDA_REASON}")

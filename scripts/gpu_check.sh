@@ -60,7 +60,8 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 
 # The build is reused by the second stage when the machine is still the same.
 if ! $PY -c "import involution_ext, sys; sys.exit(0 if involution_ext.build_info()['cuda'] else 1)" 2>/dev/null; then
-  step build 400 env INVOLUTION_EXT_CUDA=ON $PY -m pip install -q --no-build-isolation --no-deps .
+  step build 400 env INVOLUTION_EXT_CUDA=ON $PY -m pip install -q --no-build-isolation --no-deps \
+    -C build-dir=build/gpu-{wheel_tag} .
 fi
 (cd /tmp && $PY -m involution_ext info)
 

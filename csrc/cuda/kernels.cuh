@@ -5,13 +5,12 @@
 // kernels' arithmetic, staging and barriers are tested without a GPU.
 //
 // A block owns (batch, group, pixel tile: 8x32, or 16x16 / 8x8 for small maps, see
-// choose_tile); a thread owns one pixel. The block
-// stages the window of the source its tile reads (input for forward and grad_weight,
-// grad_output for grad_input) for up to 16 channels of the group in shared memory,
-// so each source element is read from global memory about once. Each thread then
-// reads its pixel's weight once per tap and applies it to every staged channel from
-// registers (16 accumulators). All index math comes from tiling.h (checked on the CPU
-// by tests/cuda_index_sim.cpp).
+// choose_tile); a thread owns one pixel. The block stages the window of the source its
+// tile reads (input for forward and grad_weight, grad_output for grad_input) for up to 16
+// channels of the group in shared memory, so each source element is read from global
+// memory about once. Each thread then reads its pixel's weight once per tap and applies
+// it to every staged channel from registers (16 accumulators). All index math comes from
+// tiling.h (checked on the CPU by tests/cuda_index_sim.cpp).
 //
 // Determinism: every output element has one owner thread that sums in a fixed order;
 // grad_input is a gather over the taps that reach the pixel, grad_weight reduces the
