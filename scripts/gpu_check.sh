@@ -92,8 +92,10 @@ more)
     --out /tmp/gpu-train --no-progress --no-plot
   [ -f /tmp/gpu-train/log.csv ] && cat /tmp/gpu-train/log.csv
   prefix="$($PY -m involution_ext cmake-prefix)"
+  # torch's CMake config finds the CUDA toolkit beside the nvcc on PATH unless told.
+  toolkit=${CUDA_HOME:+-DCUDA_TOOLKIT_ROOT_DIR=$CUDA_HOME}
   step cpp-bench-build 120 bash -c "cmake -S benchmarks/cpp -B build/gpu-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH='$prefix' >/dev/null && cmake --build build/gpu-cpp"
+    -DCMAKE_PREFIX_PATH='$prefix' $toolkit >/dev/null && cmake --build build/gpu-cpp"
   step cpp-bench 120 build/gpu-cpp/involution_bench --device cuda --json "$out/cpp_bench_cuda.json"
   ;;
 *)
