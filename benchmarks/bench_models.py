@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ops import RESULTS, machine, timeit  # noqa: E402
+from bench_ops import RESULTS, machine, stop_on_sigterm, timeit  # noqa: E402
 
 import involution_ext  # noqa: E402
 from involution_ext.models import rednet  # noqa: E402
@@ -116,6 +116,25 @@ def measure(model, batch, channels_last, train, reps, budget, device, amp=None):
     return timeit(step, device, reps, budget)
 
 
+def measure_all(args, settings, names, reps, budget, device, amp, rows):
+    """Appends one row per (setting, model) to `rows` as it is measured."""
+    for mode, batch, cl in settings:
+        setting = f"{mode} b{batch} {'channels_last' if cl else 'NCHW'}"
+        base = None
+        for name in names:
+            if args.quick and name in ("rednet38", "rednet101"):
+                continue
+            if name == "rednet50_unfold" and (batch > 1 and mode == "train step"):
+                continue  # the unfold buffers of a batched training step take minutes on CPU
+            torch.manual_seed(0)
+            median, spread = measure(build(name), batch, cl, mode == "train step", reps, budget, device, amp)
+            base = median if name == "resnet50" else base
+            rows.append({"setting": setting, "model": name, "ms": median, "spread_ms": spread,
+                         "images_per_s": batch / (median * 1e-3), "ratio_to_resnet50": median / base})
+            print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{batch / (median * 1e-3):10.0f}"
+                  f"{median / base:13.2f}x", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -148,21 +167,15 @@ def main(argv=None):
     budget = args.budget or budget
     rows = []
     print(f"{'setting':<30}{'model':<18}{'ms':>10}{'spread':>9}{'images/s':>10}{'vs ResNet-50':>14}")
-    for mode, batch, cl in settings:
-        setting = f"{mode} b{batch} {'channels_last' if cl else 'NCHW'}"
-        base = None
-        for name in names:
-            if args.quick and name in ("rednet38", "rednet101"):
-                continue
-            if name == "rednet50_unfold" and (batch > 1 and mode == "train step"):
-                continue  # the unfold buffers of a batched training step take minutes on CPU
-            torch.manual_seed(0)
-            median, spread = measure(build(name), batch, cl, mode == "train step", reps, budget, device, amp)
-            base = median if name == "resnet50" else base
-            rows.append({"setting": setting, "model": name, "ms": median, "spread_ms": spread,
-                         "images_per_s": batch / (median * 1e-3), "ratio_to_resnet50": median / base})
-            print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{batch / (median * 1e-3):10.0f}"
-                  f"{median / base:13.2f}x", flush=True)
+    stop_on_sigterm()
+    try:
+        measure_all(args, settings, names, reps, budget, device, amp, rows)
+        info["complete"] = True
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: writing the {len(rows)} rows measured so far")
+        info["complete"] = False
+    if not rows:
+        return
     print()
     for r in rows:
         if r["model"] == "rednet50" and r["setting"].startswith("inference"):

@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import platform
+import signal
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -173,7 +174,9 @@ def timed_call(name, fn, pass_, x, second_leaf):
     return fwd_bwd
 
 
-def run(args):
+def run(args, result):
+    """Measures every configuration into `result` (copy bandwidth, batches, then a Row
+    appended to result["rows"] as each completes, so an interrupted run keeps its rows)."""
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,8 +192,9 @@ def run(args):
     reps, budget = (3, 0.3) if args.quick else (7, 1.5)
     if args.budget:
         budget = args.budget
-    bandwidth = copy_bandwidth_gbps(device)
-    rows = []
+    result["batches"] = batches
+    bandwidth = result["bandwidth"] = copy_bandwidth_gbps(device)
+    rows = result["rows"]
     for batch, dtype in [(b, d) for b in batches for d in dtypes]:
         for channels_last in (False, True):
             for C, H, stride in STAGES:
@@ -217,7 +221,6 @@ def run(args):
                         row.gbps = elems * x.element_size() / (row.times_ms["involution_ext"] * 1e-3) / 1e9
                     rows.append(row)
                     print_row(row, bandwidth)
-    return rows, bandwidth, batches
 
 
 HEADER = (
@@ -315,6 +318,16 @@ def plot(rows, path, title):
     fig.savefig(path, dpi=110)
 
 
+def stop_on_sigterm():
+    """A time limit (timeout's SIGTERM) then stops the run as Ctrl-C does, so the rows
+    measured so far are still written."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -329,7 +342,18 @@ def main(argv=None):
     device = torch.device(args.device)
     info = machine(device)
     print(f"# {info['device']} | torch {info['torch']} | {info['threads']} threads | involution_ext {involution_ext.__version__}")
-    rows, bandwidth, batch = run(args)
+    stop_on_sigterm()
+    result = {"rows": []}
+    try:
+        run(args, result)
+        info["complete"] = True
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: writing the {len(result['rows'])} rows measured so far")
+        info["complete"] = False
+    rows = result["rows"]
+    if not rows:
+        return
+    bandwidth, batch = result["bandwidth"], result["batches"]
     extra = [r for r in rows if "per_element" in r.times_ms]
     for r in extra:
         t = r.times_ms
