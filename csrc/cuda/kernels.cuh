@@ -102,26 +102,27 @@ __device__ __forceinline__ void load_channels(const T* src, int64_t stride_c, in
 // and the bytes read from it per multiply-add (converted to fp32 in registers).
 template <typename T>
 __device__ void stage_window(T* smem, const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
-                             const Window& win, int64_t cc, int64_t nrows, int64_t ncols,
-                             bool channel_fastest, int64_t nthreads) {
+                             const Window& win, int64_t pitch, int64_t cc, int64_t nrows,
+                             int64_t ncols, bool channel_fastest, int64_t nthreads) {
   const int64_t total = cc * win.rows * win.cols;
   for (int64_t idx = threadIdx.x; idx < total; idx += nthreads) {
     const Cell cell = staging_cell(idx, cc, win, channel_fastest);
     const int64_t h = win.row0 + cell.r, w = win.col0 + cell.col;
     T value = static_cast<T>(0);
     if (h >= 0 && h < nrows && w >= 0 && w < ncols) value = src[cell.c * s_c + h * s_h + w * s_w];
-    smem[smem_offset(win, cell.c, cell.r, cell.col)] = value;
+    smem[smem_offset(win, pitch, cell.c, cell.r, cell.col)] = value;
   }
 }
 
 // Reads channel c at window cell (r, col): from shared memory when staged, else from
 // global memory with bounds checks (windows too large for shared memory).
 template <bool kStaged, typename T, typename A = acc_t<T>>
-__device__ __forceinline__ A window_value(const T* smem, const Window& win, const T* src,
-                                          int64_t s_c, int64_t s_h, int64_t s_w, int64_t c,
-                                          int64_t r, int64_t col, int64_t nrows, int64_t ncols) {
+__device__ __forceinline__ A window_value(const T* smem, const Window& win, int64_t pitch,
+                                          const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
+                                          int64_t c, int64_t r, int64_t col, int64_t nrows,
+                                          int64_t ncols) {
   if constexpr (kStaged) {
-    return static_cast<A>(smem[smem_offset(win, c, r, col)]);
+    return static_cast<A>(smem[smem_offset(win, pitch, c, r, col)]);
   } else {
     const int64_t h = win.row0 + r, w = win.col0 + col;
     if (h < 0 || h >= nrows || w < 0 || w >= ncols) return A(0);
@@ -150,7 +151,7 @@ __global__ void __launch_bounds__(kThreads)
     const T* srcc = src.data + bc.b * src.s.b + (bc.g * cg + c0) * src.s.c;
     if constexpr (kStaged) {
       __syncthreads();  // the previous chunk's reads are done
-      stage_window(smem, srcc, src.s.c, src.s.h, src.s.w, win, cc, src_rows, src_cols,
+      stage_window(smem, srcc, src.s.c, src.s.h, src.s.w, win, p.pitch, cc, src_rows, src_cols,
                    channel_fastest, p.threads);
       __syncthreads();
     }
@@ -166,8 +167,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int c = 0; c < kMaxChunk; ++c)
           if (c < cc)
-            acc[c] += wv * window_value<kStaged>(smem, win, srcc, src.s.c, src.s.h, src.s.w, c,
-                                                 t.r, t.col, src_rows, src_cols);
+            acc[c] += wv * window_value<kStaged>(smem, win, p.pitch, srcc, src.s.c, src.s.h,
+                                                 src.s.w, c, t.r, t.col, src_rows, src_cols);
       }
     }
     store_channels(out.data + bc.b * out.s.b + (bc.g * cg + c0) * out.s.c + ph * out.s.h +
@@ -196,7 +197,8 @@ __global__ void __launch_bounds__(kThreads)
     const T* xs = x.data + bc.b * x.s.b + (bc.g * cg + c0) * x.s.c;
     if constexpr (kStaged) {
       __syncthreads();
-      stage_window(smem, xs, x.s.c, x.s.h, x.s.w, win, cc, s.H, s.W, channel_fastest, p.threads);
+      stage_window(smem, xs, x.s.c, x.s.h, x.s.w, win, p.pitch, cc, s.H, s.W, channel_fastest,
+                   p.threads);
       __syncthreads();
     }
     if (!active) continue;
@@ -211,8 +213,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int c = 0; c < kMaxChunk; ++c)
           if (c < cc)
-            sum += gyv[c] * window_value<kStaged>(smem, win, xs, x.s.c, x.s.h, x.s.w, c, r, col,
-                                                  s.H, s.W);
+            sum += gyv[c] * window_value<kStaged>(smem, win, p.pitch, xs, x.s.c, x.s.h, x.s.w, c,
+                                                  r, col, s.H, s.W);
         O* dst = gwpix + u * gw.s.u + v * gw.s.v;
         *dst = c0 == 0 ? static_cast<O>(sum) : static_cast<O>(static_cast<A>(*dst) + sum);
       }

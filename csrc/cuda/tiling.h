@@ -84,22 +84,24 @@ struct Plan {
   int64_t threads;        // tile.h * tile.w
   int64_t tiles_h, tiles_w, blocks;
   int64_t chunk;          // channels staged per pass (<= kMaxChunk); 0 = no staging
-  int64_t window_cells;   // rows * cols of the largest staged window
+  int64_t pitch;          // elements per staged row (>= the window's columns, smem_pitch)
+  int64_t window_cells;   // rows * pitch of the largest staged window
   INVOLUTION_HD int64_t smem_elems() const { return chunk * window_cells; }
 };
 
 // out_h/out_w: extent of the pixels the threads own (output for forward/grad_weight,
-// input for grad_input); window: the largest window a tile stages; elem: bytes per
-// staged value.
+// input for grad_input); window: the largest window a tile stages; pitch: its row pitch in
+// shared memory; elem: bytes per staged value.
 INVOLUTION_HD Plan make_plan(const Shape& s, const Tile& tile, int64_t out_h, int64_t out_w,
-                             const Window& window, int64_t elem) {
+                             const Window& window, int64_t pitch, int64_t elem) {
   Plan p{};
   p.tile = tile;
   p.threads = tile.h * tile.w;
   p.tiles_h = ceil_div(out_h, tile.h);
   p.tiles_w = ceil_div(out_w, tile.w);
   p.blocks = s.B * s.G * p.tiles_h * p.tiles_w;
-  p.window_cells = window.rows * window.cols;
+  p.pitch = pitch;
+  p.window_cells = window.rows * pitch;
   const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
   int64_t chunk = s.cg() < fit ? s.cg() : fit;
   if (chunk > kMaxChunk) chunk = kMaxChunk;
@@ -136,9 +138,52 @@ INVOLUTION_HD Cell staging_cell(int64_t idx, int64_t chunk, const Window& w, boo
   if (channel_fastest) return {idx % chunk, idx / (chunk * w.cols), (idx / chunk) % w.cols};
   return {idx / (w.rows * w.cols), (idx / w.cols) % w.rows, idx % w.cols};
 }
-// Shared-memory layout [channel][row][col].
-INVOLUTION_HD int64_t smem_offset(const Window& w, int64_t c, int64_t r, int64_t col) {
-  return (c * w.rows + r) * w.cols + col;
+// Shared-memory layout [channel][row][col], `pitch` elements per row.
+INVOLUTION_HD int64_t smem_offset(const Window& w, int64_t pitch, int64_t c, int64_t r,
+                                  int64_t col) {
+  return (c * w.rows + r) * pitch + col;
+}
+
+// Shared memory has 32 banks of 4-byte words; a warp's read takes one pass per distinct
+// word a bank must serve. For one read of the compute loop — lane (ty, tx) of the first
+// warp reading element ty * row_elems + tx * col_step — returns the worst such count
+// (1: conflict-free).
+INVOLUTION_HD int64_t warp_bank_conflicts(const Tile& t, int64_t row_elems, int64_t col_step,
+                                          int64_t elem) {
+  int64_t words[64];
+  int64_t n = 0;
+  const int64_t lanes = t.h * t.w < 32 ? t.h * t.w : 32;
+  const int64_t words_per_value = elem > 4 ? elem / 4 : 1;
+  for (int64_t lane = 0; lane < lanes; ++lane) {
+    const int64_t first = ((lane / t.w) * row_elems + (lane % t.w) * col_step) * elem / 4;
+    for (int64_t k = 0; k < words_per_value; ++k) {
+      bool seen = false;
+      for (int64_t i = 0; i < n; ++i) seen = seen || words[i] == first + k;
+      if (!seen) words[n++] = first + k;
+    }
+  }
+  int64_t worst = 1;
+  for (int64_t bank = 0; bank < 32; ++bank) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) count += words[i] % 32 == bank;
+    worst = count > worst ? count : worst;
+  }
+  return worst;
+}
+
+// Row pitch (elements) of a staged window of `cols` columns: the first of cols .. cols+32
+// with the fewest bank conflicts for the compute loop's reads (row_step / col_step: window
+// rows / columns between adjacent threads). A warp spans 32 / tile.w tile rows, so with
+// 16- or 8-wide tiles an unlucky pitch puts rows on the same banks (fp32 windows of 22 or
+// 14 columns: 2-way conflicts, i.e. half the shared-memory bandwidth).
+INVOLUTION_HD int64_t smem_pitch(int64_t cols, const Tile& t, int64_t row_step, int64_t col_step,
+                                 int64_t elem) {
+  int64_t best = cols, fewest = warp_bank_conflicts(t, cols * row_step, col_step, elem);
+  for (int64_t pitch = cols + 1; pitch <= cols + 32 && fewest > 1; ++pitch) {
+    const int64_t conflicts = warp_bank_conflicts(t, pitch * row_step, col_step, elem);
+    if (conflicts < fewest) best = pitch, fewest = conflicts;
+  }
+  return best;
 }
 
 // Forward / grad_weight: thread (ty, tx) owns output pixel (h0 + ty, w0 + tx); tap (u, v)
@@ -176,6 +221,9 @@ struct ForwardMap {  // pixels: output (i, j); source: input
   INVOLUTION_HD static Window max_window(const Shape& s, const Tile& t) {
     return input_window(s, t, 0, 0);
   }
+  // Window rows / columns between adjacent threads' reads.
+  INVOLUTION_HD static int64_t row_step(const Shape& s) { return s.sh; }
+  INVOLUTION_HD static int64_t col_step(const Shape& s) { return s.sw; }
   INVOLUTION_HD static bool tap(const Shape& s, const Window&, int64_t ty, int64_t tx, int64_t i,
                                 int64_t j, int64_t u, int64_t v, TapRead& t) {
     t = {forward_tap_row(s, ty, u), forward_tap_col(s, tx, v), i, j};
@@ -189,6 +237,9 @@ struct GradInputMap {  // pixels: input (h, w); source: grad_output
   INVOLUTION_HD static Window max_window(const Shape& s, const Tile& t) {
     return max_output_window(s, t);
   }
+  // Stride 1: adjacent threads read adjacent cells; larger strides skip taps irregularly.
+  INVOLUTION_HD static int64_t row_step(const Shape&) { return 1; }
+  INVOLUTION_HD static int64_t col_step(const Shape&) { return 1; }
   INVOLUTION_HD static bool tap(const Shape& s, const Window& win, int64_t, int64_t, int64_t h,
                                 int64_t w, int64_t u, int64_t v, TapRead& t) {
     int64_t i, j;
@@ -203,7 +254,9 @@ struct GradInputMap {  // pixels: input (h, w); source: grad_output
 template <typename Map>
 INVOLUTION_HD Plan plan_for(const Shape& s, int64_t rows, int64_t cols, int64_t elem) {
   const Tile tile = choose_tile(rows, cols);
-  return make_plan(s, tile, rows, cols, Map::max_window(s, tile), elem);
+  const Window window = Map::max_window(s, tile);
+  const int64_t pitch = smem_pitch(window.cols, tile, Map::row_step(s), Map::col_step(s), elem);
+  return make_plan(s, tile, rows, cols, window, pitch, elem);
 }
 
 }  // namespace involution::cuda
