@@ -2,8 +2,8 @@
 # GPU verification in one prepared script, for a machine lent with a GPU for a few minutes
 # (the project's CI has none). Two stages, each meant for one call of at most 10 minutes:
 #
-#   bash scripts/gpu_check.sh test    # build, CUDA test suite, compute-sanitizer memcheck,
-#                                     # the op benchmark (bench_ops --device cuda)
+#   bash scripts/gpu_check.sh test    # build, CUDA test suite, the op benchmark
+#                                     # (bench_ops --device cuda), compute-sanitizer memcheck
 #   bash scripts/gpu_check.sh more    # racecheck, model benchmark + training throughput
 #                                     # (fp16 autocast), the C++ benchmark's CUDA mode
 #
@@ -12,8 +12,8 @@
 # stage stops starting steps once its deadline (STAGE_SECONDS, default 540 for test and 300
 # for more: with a machine's start, both fit a 15-minute lease) is near, so a slow step
 # still leaves the others' results; a benchmark stopped by its limit writes the rows it
-# measured (marked "complete": false). Steps run most important first. Python packages missing
-# on the machine can come as wheels in .whl/ (installed into /tmp/site first).
+# measured (marked "complete": false). Steps run most important first. Python packages
+# missing on the machine can come as wheels in .whl/ (installed into /tmp/site first).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:-test}
