@@ -85,6 +85,7 @@ void __syncthreads() {
 }
 
 #include "cuda/kernels.cuh"
+#include "cuda_test_shapes.h"
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -271,15 +272,6 @@ const char* dtype_name(float) { return "fp32"; }
 const char* dtype_name(c10::Half) { return "fp16"; }
 const char* dtype_name(c10::BFloat16) { return "bf16"; }
 
-std::string describe(const Shape& s) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "B=%lld C=%lld G=%lld H=%lld W=%lld K=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld",
-                (long long)s.B, (long long)s.C, (long long)s.G, (long long)s.H, (long long)s.W,
-                (long long)s.Kh, (long long)s.Kw, (long long)s.sh, (long long)s.sw,
-                (long long)s.ph, (long long)s.pw, (long long)s.dh, (long long)s.dw);
-  return buf;
-}
-
 template <typename T>
 double as_double(T v) {
   if constexpr (std::is_same_v<T, double>) return v;
@@ -314,7 +306,7 @@ void for_each_weight(const Shape& s, Fn&& fn) {
 
 template <typename T>
 void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
-  const std::string where = describe(s) + " " + name(layout) + " " + dtype_name(T{});
+  const std::string where = testing::describe(s) + " " + name(layout) + " " + dtype_name(T{});
   const int64_t cg = s.cg(), K = s.taps();
   std::normal_distribution<float> normal;
   Strides4 xs, ys;
@@ -381,15 +373,16 @@ void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
   auto backward = [&](Buffer<T>& gx, Buffer<T>& gw) {
     run_gather<T, GradInputMap>(EmulatedLaunch{}, s, gyv, s.Ho, s.Wo, wv,
                                 View4<T>{gx.data.get(), gxs}, s.H, s.W, grad_channel_fastest);
-    if (grad_weight_needs_fp32_scratch<T>(s)) {
+    const Plan p = grad_weight_plan<T>(s);
+    if (grad_weight_needs_fp32_scratch<T>(s, p)) {
       std::vector<float> scratch(s.B * s.G * K * s.Ho * s.Wo, std::numeric_limits<float>::quiet_NaN());
       const int64_t HW = s.Ho * s.Wo;
-      run_grad_weight<T, float>(EmulatedLaunch{}, s, gyv, xv,
+      run_grad_weight<T, float>(EmulatedLaunch{}, s, p, gyv, xv,
                                 View6<float>{scratch.data(), {s.G * K * HW, K * HW, s.Kw * HW, HW, s.Wo, 1}},
                                 channel_fastest);
       for (size_t k = 0; k < w_off.size(); ++k) gw.data[w_off[k]] = static_cast<T>(scratch[k]);
     } else {
-      run_grad_weight<T, T>(EmulatedLaunch{}, s, gyv, xv, View6<T>{gw.data.get(), ws}, channel_fastest);
+      run_grad_weight<T, T>(EmulatedLaunch{}, s, p, gyv, xv, View6<T>{gw.data.get(), ws}, channel_fastest);
     }
   };
   auto gx = make4<T>(layout, s.B, s.C, s.H, s.W, gxs);
@@ -404,10 +397,6 @@ void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
   if (std::memcmp(gx.data.get(), gx2.data.get(), gx.size * sizeof(T)) != 0 ||
       std::memcmp(gw.data.get(), gw2.data.get(), gw.size * sizeof(T)) != 0)
     fail(where + ": backward twice differs");
-}
-
-int64_t out_size(int64_t n, int64_t k, int64_t st, int64_t p, int64_t d) {
-  return (n + 2 * p - d * (k - 1) - 1) / st + 1;
 }
 
 }  // namespace
@@ -431,19 +420,13 @@ int main(int argc, char** argv) {
       {1, 4, 4, 5, 5, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1},
   };
   std::mt19937_64 rng(seed);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
-  for (int k = 0; k < n_random; ++k) {
-    const int64_t G = pick(1, 3), cg = std::vector<int64_t>{1, 2, 3, 16, 17}[pick(0, 4)];
-    shapes.push_back({pick(1, 2), G * cg, G, pick(1, 18), pick(1, 40), pick(1, 5), pick(1, 5), 0, 0,
-                      pick(1, 3), pick(1, 3), pick(0, 3), pick(0, 3), pick(1, 2), pick(1, 2)});
-  }
+  for (int k = 0; k < n_random; ++k)
+    shapes.push_back(testing::random_shape(rng, {2, 18, 40, 5, 3, 3, 2}, {1, 2, 3, 16, 17}));
   int cases = 0, dtypes = quick ? 2 : 4, shape_index = 0;
   const Layout layouts[] = {Layout::NCHW, Layout::ChannelsLast, Layout::Strided};
   for (Shape& s : shapes) {
     ++shape_index;
-    s.Ho = out_size(s.H, s.Kh, s.sh, s.ph, s.dh);
-    s.Wo = out_size(s.W, s.Kw, s.sw, s.pw, s.dw);
-    if (s.Ho <= 0 || s.Wo <= 0) continue;
+    if (!testing::set_output_size(s)) continue;
     for (int li = 0; li < 3; ++li) {
       if (quick && li != shape_index % 3) continue;
       const Layout l = layouts[li];

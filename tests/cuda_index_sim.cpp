@@ -9,6 +9,7 @@
 //  * speed: with stride 1, a warp's shared-memory reads are free of bank conflicts.
 // Prints "ok N shapes" and exits 0, or prints the first failure and exits 1.
 #include "cuda/tiling.h"
+#include "cuda_test_shapes.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -32,10 +33,6 @@ int failures = 0;
     }                                                      \
   } while (0)
 
-int64_t out_size(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) {
-  return (n + 2 * p - d * (k - 1) - 1) / s + 1;
-}
-
 // Staging of one chunk: every cell of the window written once, in bounds (rows are
 // p.pitch apart, so the padding past each row's last column is never written).
 void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fastest,
@@ -43,8 +40,8 @@ void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fa
   EXPECT(p.pitch >= win.cols, "pitch %lld < %lld columns", (long long)p.pitch, (long long)win.cols);
   std::vector<int> hits(smem_elems > 0 ? smem_elems : 1, 0);
   const int64_t total = cc * win.rows * win.cols;
-  for (int64_t t = 0; t < p.threads; ++t)
-    for (int64_t idx = t; idx < total; idx += p.threads) {
+  for (int64_t t = 0; t < p.threads(); ++t)
+    for (int64_t idx = t; idx < total; idx += p.threads()) {
       const Cell cell = staging_cell(idx, cc, win, channel_fastest);
       EXPECT(cell.c >= 0 && cell.c < cc && cell.r >= 0 && cell.r < win.rows && cell.col >= 0 &&
                  cell.col < win.cols,
@@ -66,7 +63,7 @@ void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fa
 // not much larger than the map when the map is small.
 void check_tile(const Plan& p, int64_t rows, int64_t cols) {
   const Tile t = p.tile;
-  EXPECT(p.threads == t.h * t.w && p.threads >= 1 && p.threads <= kThreads, "tile %lldx%lld",
+  EXPECT(p.threads() >= 1 && p.threads() <= kThreads, "tile %lldx%lld",
          (long long)t.h, (long long)t.w);
   EXPECT(t.w == 8 || t.w == 16 || t.w == 32, "tile width %lld", (long long)t.w);
   EXPECT(t.w == 8 || cols > t.w / 2, "tile width %lld for %lld columns", (long long)t.w, (long long)cols);
@@ -83,7 +80,7 @@ int64_t first_read_bank_conflicts(const Shape& s, const Plan& p, int64_t elem) {
   const BlockCoord bc = block_coord(s, p, 0);
   const Window win = Map::window(s, p.tile, bc.h0, bc.w0);
   std::vector<std::vector<int64_t>> bank_words(32);
-  for (int64_t lane = 0; lane < 32 && lane < p.threads; ++lane) {
+  for (int64_t lane = 0; lane < 32 && lane < p.threads(); ++lane) {
     const auto [ty, tx, h, w] = thread_pixel(p, bc, lane);
     TapRead t{};
     if (!Map::tap(s, win, ty, tx, h, w, 0, 0, t)) continue;
@@ -135,7 +132,7 @@ void check_shape(const Shape& s) {
           check_staging(p, win, cc, false, p.smem_elems());
           check_staging(p, win, cc, true, p.smem_elems());
         }
-        for (int64_t t = 0; t < p.threads; ++t) {
+        for (int64_t t = 0; t < p.threads(); ++t) {
           const auto [ty, tx, i, j] = thread_pixel(p, bc, t);
           if (!(i < s.Ho && j < s.Wo)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
@@ -176,7 +173,7 @@ void check_shape(const Shape& s) {
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
         if (p.chunk > 0) check_staging(p, win, cc, false, p.smem_elems());
-        for (int64_t t = 0; t < p.threads; ++t) {
+        for (int64_t t = 0; t < p.threads(); ++t) {
           const auto [ty, tx, h, w] = thread_pixel(p, bc, t);
           if (!(h < s.H && w < s.W)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
@@ -223,26 +220,18 @@ int main(int argc, char** argv) {
       {2, 3, 3, 33, 65, 3, 5, 0, 0, 3, 2, 0, 4, 2, 3},
   };
   std::mt19937_64 rng(20261128);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
   while (static_cast<int>(shapes.size()) < 5 + n_random) {
-    const int64_t G = pick(1, 3), cg = std::vector<int64_t>{1, 2, 5, 16, 17, 33}[pick(0, 5)];
-    Shape s{pick(1, 2), G * cg, G, pick(1, 40), pick(1, 70), pick(1, 7), pick(1, 7), 0, 0,
-            pick(1, 3), pick(1, 3), pick(0, 4), pick(0, 4), pick(1, 3), pick(1, 3)};
+    const Shape s = testing::random_shape(rng, {2, 40, 70, 7, 3, 4, 3}, {1, 2, 5, 16, 17, 33});
     if (s.cg() > 16 && s.H * s.W > 400) continue;  // keep the run short
     shapes.push_back(s);
   }
   int checked = 0;
   for (Shape& s : shapes) {
-    s.Ho = out_size(s.H, s.Kh, s.sh, s.ph, s.dh);
-    s.Wo = out_size(s.W, s.Kw, s.sw, s.pw, s.dw);
-    if (s.Ho <= 0 || s.Wo <= 0) continue;
+    if (!testing::set_output_size(s)) continue;
     check_shape(s);
     ++checked;
     if (failures) {
-      std::printf("shape B=%lld C=%lld G=%lld H=%lld W=%lld K=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld\n",
-                  (long long)s.B, (long long)s.C, (long long)s.G, (long long)s.H, (long long)s.W,
-                  (long long)s.Kh, (long long)s.Kw, (long long)s.sh, (long long)s.sw,
-                  (long long)s.ph, (long long)s.pw, (long long)s.dh, (long long)s.dw);
+      std::printf("shape %s\n", testing::describe(s).c_str());
       return 1;
     }
   }

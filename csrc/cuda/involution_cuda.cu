@@ -47,12 +47,13 @@ void launch_grad_weight(const Shape& s, const at::Tensor& grad_out, const at::Te
   const auto gy = view4<const T>(grad_out);
   const auto x = view4<const T>(input);
   const bool cf = channels_inner(input);
-  if (grad_weight_needs_fp32_scratch<T>(s)) {
+  const Plan p = grad_weight_plan<T>(s);
+  if (grad_weight_needs_fp32_scratch<T>(s, p)) {
     at::Tensor scratch = at::empty(grad_w.sizes(), grad_w.options().dtype(at::kFloat));
-    run_grad_weight<T, float>(StreamLaunch{}, s, gy, x, view6<float>(scratch), cf);
+    run_grad_weight<T, float>(StreamLaunch{}, s, p, gy, x, view6<float>(scratch), cf);
     grad_w.copy_(scratch);
   } else {
-    run_grad_weight<T, T>(StreamLaunch{}, s, gy, x, view6<T>(grad_w), cf);
+    run_grad_weight<T, T>(StreamLaunch{}, s, p, gy, x, view6<T>(grad_w), cf);
   }
 }
 

@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kStaged) {
       __syncthreads();  // the previous chunk's reads are done
       stage_window(smem, srcc, src.s.c, src.s.h, src.s.w, win, p.pitch, cc, src_rows, src_cols,
-                   channel_fastest, p.threads);
+                   channel_fastest, p.threads());
       __syncthreads();
     }
     if (!active) continue;
@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kStaged) {
       __syncthreads();
       stage_window(smem, xs, x.s.c, x.s.h, x.s.w, win, p.pitch, cc, s.H, s.W, channel_fastest,
-                   p.threads);
+                   p.threads());
       __syncthreads();
     }
     if (!active) continue;
@@ -234,10 +234,10 @@ void run_gather(Launch&& launch, const Shape& s, View4<const T> src, int64_t src
                 int64_t out_cols, bool channel_fastest) {
   const Plan p = plan_for<Map>(s, out_rows, out_cols, sizeof(T));
   if (p.chunk > 0)
-    launch(gather_kernel<T, Map, true>, p.blocks, p.threads, p.smem_elems() * sizeof(T), s, p,
+    launch(gather_kernel<T, Map, true>, p.blocks, p.threads(), p.smem_elems() * sizeof(T), s, p,
            src, src_rows, src_cols, w, out, out_rows, out_cols, channel_fastest);
   else
-    launch(gather_kernel<T, Map, false>, p.blocks, p.threads, 0, s, p, src, src_rows, src_cols,
+    launch(gather_kernel<T, Map, false>, p.blocks, p.threads(), 0, s, p, src, src_rows, src_cols,
            w, out, out_rows, out_cols, channel_fastest);
 }
 
@@ -247,28 +247,24 @@ Plan grad_weight_plan(const Shape& s) {
   return plan_for<ForwardMap>(s, s.Ho, s.Wo, sizeof(T));
 }
 
-// True when grad_weight of a half type spans several channel chunks: the running sums
-// then go through an fp32 scratch copy of grad_weight rather than being rounded per chunk.
+// True when grad_weight of a half type spans several channel chunks of plan `p`: the
+// running sums then go through an fp32 scratch copy of grad_weight rather than being
+// rounded per chunk.
 template <typename T>
-bool grad_weight_needs_fp32_scratch(const Shape& s) {
-  if constexpr (std::is_same_v<T, acc_t<T>>) {
-    return false;
-  } else {
-    const Plan p = grad_weight_plan<T>(s);
-    return s.cg() > (p.chunk > 0 ? p.chunk : kMaxChunk);
-  }
+bool grad_weight_needs_fp32_scratch(const Shape& s, const Plan& p) {
+  return !std::is_same_v<T, acc_t<T>> && s.cg() > (p.chunk > 0 ? p.chunk : kMaxChunk);
 }
 
-// grad_weight into `gw` (O = T, or float for the scratch of grad_weight_needs_fp32_scratch).
+// grad_weight by plan `p` (grad_weight_plan) into `gw` (O = T, or float for the scratch of
+// grad_weight_needs_fp32_scratch).
 template <typename T, typename O, typename Launch>
-void run_grad_weight(Launch&& launch, const Shape& s, View4<const T> gy, View4<const T> x,
-                     View6<O> gw, bool channel_fastest) {
-  const Plan p = grad_weight_plan<T>(s);
+void run_grad_weight(Launch&& launch, const Shape& s, const Plan& p, View4<const T> gy,
+                     View4<const T> x, View6<O> gw, bool channel_fastest) {
   if (p.chunk > 0)
-    launch(grad_weight_kernel<T, O, true>, p.blocks, p.threads, p.smem_elems() * sizeof(T), s, p,
-           gy, x, gw, channel_fastest);
+    launch(grad_weight_kernel<T, O, true>, p.blocks, p.threads(), p.smem_elems() * sizeof(T), s,
+           p, gy, x, gw, channel_fastest);
   else
-    launch(grad_weight_kernel<T, O, false>, p.blocks, p.threads, 0, s, p, gy, x, gw,
+    launch(grad_weight_kernel<T, O, false>, p.blocks, p.threads(), 0, s, p, gy, x, gw,
            channel_fastest);
 }
 

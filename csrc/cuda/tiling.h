@@ -81,33 +81,13 @@ INVOLUTION_HD Window max_output_window(const Shape& s, const Tile& t) {
 // (b, g, tile row, tile column) — gridDim.x alone, so no 65535 limit applies.
 struct Plan {
   Tile tile;
-  int64_t threads;        // tile.h * tile.w
   int64_t tiles_h, tiles_w, blocks;
   int64_t chunk;          // channels staged per pass (<= kMaxChunk); 0 = no staging
   int64_t pitch;          // elements per staged row (>= the window's columns, smem_pitch)
   int64_t window_cells;   // rows * pitch of the largest staged window
+  INVOLUTION_HD int64_t threads() const { return tile.h * tile.w; }
   INVOLUTION_HD int64_t smem_elems() const { return chunk * window_cells; }
 };
-
-// out_h/out_w: extent of the pixels the threads own (output for forward/grad_weight,
-// input for grad_input); window: the largest window a tile stages; pitch: its row pitch in
-// shared memory; elem: bytes per staged value.
-INVOLUTION_HD Plan make_plan(const Shape& s, const Tile& tile, int64_t out_h, int64_t out_w,
-                             const Window& window, int64_t pitch, int64_t elem) {
-  Plan p{};
-  p.tile = tile;
-  p.threads = tile.h * tile.w;
-  p.tiles_h = ceil_div(out_h, tile.h);
-  p.tiles_w = ceil_div(out_w, tile.w);
-  p.blocks = s.B * s.G * p.tiles_h * p.tiles_w;
-  p.pitch = pitch;
-  p.window_cells = window.rows * pitch;
-  const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
-  int64_t chunk = s.cg() < fit ? s.cg() : fit;
-  if (chunk > kMaxChunk) chunk = kMaxChunk;
-  p.chunk = chunk;  // 0: even one channel's window does not fit; read global memory
-  return p;
-}
 
 struct BlockCoord {
   int64_t b, g, h0, w0;  // batch, group, first pixel row/column of the tile
@@ -175,11 +155,14 @@ INVOLUTION_HD int64_t warp_bank_conflicts(const Tile& t, int64_t row_elems, int6
 // with the fewest bank conflicts for the compute loop's reads (row_step / col_step: window
 // rows / columns between adjacent threads). A warp spans 32 / tile.w tile rows, so with
 // 16- or 8-wide tiles an unlucky pitch puts rows on the same banks (fp32 windows of 22 or
-// 14 columns: 2-way conflicts, i.e. half the shared-memory bandwidth).
+// 14 columns: 2-way conflicts, i.e. half the shared-memory bandwidth). The search stops
+// once only the conflicts within one tile row (strided columns), which no pitch changes,
+// are left: it runs on the host for every launch.
 INVOLUTION_HD int64_t smem_pitch(int64_t cols, const Tile& t, int64_t row_step, int64_t col_step,
                                  int64_t elem) {
+  const int64_t floor = warp_bank_conflicts(Tile{1, t.w}, 0, col_step, elem);
   int64_t best = cols, fewest = warp_bank_conflicts(t, cols * row_step, col_step, elem);
-  for (int64_t pitch = cols + 1; pitch <= cols + 32 && fewest > 1; ++pitch) {
+  for (int64_t pitch = cols + 1; pitch <= cols + 32 && fewest > floor; ++pitch) {
     const int64_t conflicts = warp_bank_conflicts(t, pitch * row_step, col_step, elem);
     if (conflicts < fewest) best = pitch, fewest = conflicts;
   }
@@ -250,13 +233,23 @@ struct GradInputMap {  // pixels: input (h, w); source: grad_output
 };
 
 // The plan of a launch whose threads own a rows x cols map of pixels (Map: ForwardMap for
-// forward and grad_weight, GradInputMap for grad_input); elem: bytes per staged value.
+// forward and grad_weight, GradInputMap for grad_input; their tiles stage at most
+// Map::max_window); elem: bytes per staged value.
 template <typename Map>
 INVOLUTION_HD Plan plan_for(const Shape& s, int64_t rows, int64_t cols, int64_t elem) {
-  const Tile tile = choose_tile(rows, cols);
-  const Window window = Map::max_window(s, tile);
-  const int64_t pitch = smem_pitch(window.cols, tile, Map::row_step(s), Map::col_step(s), elem);
-  return make_plan(s, tile, rows, cols, window, pitch, elem);
+  Plan p{};
+  p.tile = choose_tile(rows, cols);
+  p.tiles_h = ceil_div(rows, p.tile.h);
+  p.tiles_w = ceil_div(cols, p.tile.w);
+  p.blocks = s.B * s.G * p.tiles_h * p.tiles_w;
+  const Window window = Map::max_window(s, p.tile);
+  p.pitch = smem_pitch(window.cols, p.tile, Map::row_step(s), Map::col_step(s), elem);
+  p.window_cells = window.rows * p.pitch;
+  const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
+  int64_t chunk = s.cg() < fit ? s.cg() : fit;
+  if (chunk > kMaxChunk) chunk = kMaxChunk;
+  p.chunk = chunk;  // 0: even one channel's window does not fit; read global memory
+  return p;
 }
 
 }  // namespace involution::cuda
