@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ops import RESULTS, machine, stop_on_sigterm, timeit  # noqa: E402
+from bench_ops import RESULTS, machine, timeit, until_stopped  # noqa: E402
 
 import involution_ext  # noqa: E402
 from involution_ext.models import rednet  # noqa: E402
@@ -167,13 +167,8 @@ def main(argv=None):
     budget = args.budget or budget
     rows = []
     print(f"{'setting':<30}{'model':<18}{'ms':>10}{'spread':>9}{'images/s':>10}{'vs ResNet-50':>14}")
-    stop_on_sigterm()
-    try:
+    with until_stopped(info, rows):
         measure_all(args, settings, names, reps, budget, device, amp, rows)
-        info["complete"] = True
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: writing the {len(rows)} rows measured so far")
-        info["complete"] = False
     if not rows:
         return
     print()

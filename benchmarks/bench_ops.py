@@ -13,6 +13,7 @@ under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -156,14 +157,14 @@ def per_element_baseline_available():
         return False
 
 
-def timed_call(name, fn, pass_, x, second_leaf):
+def timed_call(fn, pass_, x, second_leaf):
     """The callable timed for one method and pass: the forward; the backward alone (both
     gradients, graph kept); or forward + backward."""
     if pass_ == "fwd":
         return fn
-    gy = torch.randn_like(fn())
+    y = fn()
+    gy = torch.randn_like(y)
     if pass_ == "bwd":
-        y = fn()
         return lambda: torch.autograd.grad(y, (x, second_leaf), gy, retain_graph=True)
 
     def fwd_bwd(leaves=(x, second_leaf)):
@@ -207,7 +208,7 @@ def run(args, result):
                     second = {"depthwise7x7": dw, "dense3x3": dense}
                     for name, fn in methods(x, w, dense, dw, stride).items():
                         with torch.no_grad() if not grad else torch.enable_grad():
-                            call = timed_call(name, fn, pass_, x, second.get(name, w))
+                            call = timed_call(fn, pass_, x, second.get(name, w))
                             slow = name == "unfold"
                             t, spread = timeit(call, device, 3 if slow else reps, budget / 3 if slow else budget)
                             row.times_ms[name], row.spread_ms[name] = t, spread
@@ -318,14 +319,23 @@ def plot(rows, path, title):
     fig.savefig(path, dpi=110)
 
 
-def stop_on_sigterm():
-    """A time limit (timeout's SIGTERM) then stops the run as Ctrl-C does, so the rows
-    measured so far are still written."""
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+@contextlib.contextmanager
+def until_stopped(info, rows):
+    """Runs the measurements in the block; a time limit (timeout's SIGTERM) or Ctrl-C stops
+    them early and the rows measured so far are kept. info["complete"] says which."""
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    info["complete"] = False
+    try:
+        yield
+        info["complete"] = True
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: writing the {len(rows)} rows measured so far")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None):
@@ -342,14 +352,9 @@ def main(argv=None):
     device = torch.device(args.device)
     info = machine(device)
     print(f"# {info['device']} | torch {info['torch']} | {info['threads']} threads | involution_ext {involution_ext.__version__}")
-    stop_on_sigterm()
     result = {"rows": []}
-    try:
+    with until_stopped(info, result["rows"]):
         run(args, result)
-        info["complete"] = True
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: writing the {len(result['rows'])} rows measured so far")
-        info["complete"] = False
     rows = result["rows"]
     if not rows:
         return
