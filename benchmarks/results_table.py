@@ -1,6 +1,7 @@
 """Prints a bench_ops JSON result as the Markdown table the README shows.
 
     python benchmarks/results_table.py benchmarks/results/bench_ops_cpu.json [--dtype float32]
+        [--batch 32] [--layout NCHW]
 
 CUDA results also get the per-element baseline kernel's time and our speed-up over it.
 """
@@ -15,12 +16,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("path")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--batch", type=int, help="only this batch size (default: all measured)")
+    parser.add_argument("--layout", choices=["NCHW", "channels_last"], help="only this layout (default: both)")
     args = parser.parse_args(argv)
     data = json.load(open(args.path))
     bw = data["copy_bandwidth_gbps"]
     print(f"Copy bandwidth in the same run: {bw:.1f} GB/s. {data['machine']['device']}, "
           f"{data['machine']['threads']} threads, torch {data['machine']['torch']}, dtype {args.dtype}.\n")
-    rows = [r for r in data["rows"] if r["dtype"] == args.dtype]
+    rows = [r for r in data["rows"] if r["dtype"] == args.dtype
+            and (args.batch is None or r["shape"].startswith(f"B={args.batch} "))
+            and (args.layout is None or r["layout"] == args.layout)]
     per_element = any("per_element" in r["times_ms"] for r in rows)
     extra_head = " per-element ms | × faster than per-element |" if per_element else ""
     print("| shape | layout | pass | ours ms | unfold ms | depthwise 7×7 ms | dense 3×3 ms | × faster than unfold "

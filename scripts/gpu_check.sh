@@ -5,9 +5,10 @@
 #   bash scripts/gpu_check.sh test    # build, CUDA test suite, the op benchmark
 #                                     # (bench_ops --device cuda), compute-sanitizer memcheck
 #   bash scripts/gpu_check.sh more    # racecheck, model benchmark + training throughput
-#                                     # (fp16 autocast), the C++ benchmark's CUDA mode
+#                                     # (fp16 autocast), the C++ benchmark's CUDA mode,
+#                                     # an Nsight Compute profile of the three kernels
 #
-# Results go to $OUT (or benchmarks/results/gpu when unset), at most 8 files per stage:
+# Results go to $OUT (or build/gpu-results when unset), at most 8 files per stage:
 # gpu_<stage>.log plus the benchmarks' JSON/PNG. Every step has its own time limit and the
 # stage stops starting steps once its deadline (STAGE_SECONDS, default 540 for test and 300
 # for more: with a machine's start, both fit a 15-minute lease) is near, so a slow step
@@ -17,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:-test}
-out=${OUT:-benchmarks/results/gpu}
+out=${OUT:-build/gpu-results}
 mkdir -p "$out"
 exec > >(tee "$out/gpu_$stage.log") 2>&1
 default_seconds=540
@@ -60,6 +61,7 @@ copy_results() {  # benchmark outputs into $out
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+env | grep -E '^(CFLAGS|CXXFLAGS|LDFLAGS|CUDAFLAGS|TORCH_CUDA_ARCH_LIST|CUDA_HOME)=' || true
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 
 # The build is reused by the second stage when the machine is still the same.
@@ -75,10 +77,13 @@ test)
   # build it beside the tests.
   (cd benchmarks && $PY -c "import cuda_baseline; cuda_baseline._module()" >/tmp/baseline_build.txt 2>&1) &
   baseline_build=$!
-  step cuda-tests 180 $PY -m pytest -q -p no:cacheprovider --maxfail=20 -rs tests/test_cuda_ops.py
+  # The error tests format numbers into messages, which breaks when the build bundles its own
+  # libstdc++ (flags such as -static-libstdc++ from the environment); the wheel test checks it.
+  step cuda-tests 180 $PY -m pytest -q -p no:cacheprovider --maxfail=20 -rs tests/test_cuda_ops.py \
+    tests/test_op_errors.py tests/test_wheel.py::test_op_library_uses_the_shared_cxx_runtime
   wait $baseline_build || echo "per-element baseline did not build: $(tail -5 /tmp/baseline_build.txt)"
   step bench-ops 200 $PY benchmarks/bench_ops.py --device cuda --dtypes float32,float16 --budget 0.1
-  copy_results benchmarks/results/bench_ops_cuda.json benchmarks/results/bench_ops_cuda.png
+  copy_results build/benchmarks/bench_ops_cuda.json build/benchmarks/bench_ops_cuda.png
   step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_ops.py::test_special_paths \
     "tests/test_cuda_ops.py::test_random_shapes[0]" "tests/test_cuda_ops.py::test_random_shapes[1]"
@@ -88,7 +93,7 @@ more)
     $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_ops.py::test_special_paths
   step bench-models 100 $PY benchmarks/bench_models.py --device cuda --amp fp16 --budget 0.5 \
     --models rednet26,rednet50,rednet50_unfold
-  copy_results benchmarks/results/bench_models_cuda.json benchmarks/results/bench_models_cuda.png
+  copy_results build/benchmarks/bench_models_cuda.json build/benchmarks/bench_models_cuda.png
   step train 50 $PY -m involution_ext.train --amp fp16 --channels-last --epochs 3 --batch-size 128 \
     --out /tmp/gpu-train --no-progress --no-plot
   [ -f /tmp/gpu-train/log.csv ] && cat /tmp/gpu-train/log.csv
@@ -98,6 +103,8 @@ more)
   step cpp-bench-build 120 bash -c "cmake -S benchmarks/cpp -B build/gpu-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH='$prefix' $toolkit >/dev/null && cmake --build build/gpu-cpp"
   step cpp-bench 120 build/gpu-cpp/involution_bench --device cuda --json "$out/cpp_bench_cuda.json"
+  step profile 90 bash -c "ncu --set full -k regex:'gather|grad_weight' -c 3 $PY benchmarks/profile_cuda.py \
+    >'$out/ncu_cuda_fwd_bwd.txt' 2>&1"
   ;;
 *)
   echo "unknown stage '$stage' (test or more)"

@@ -34,9 +34,10 @@ def check(case, dtype, channels_last, seed, backward=True):
         return
     gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
     y.backward(gy.cuda())
-    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
+    # Fresh leaves: for fp64, x.double() is x itself, and must not collect these gradients.
+    xr, wr = (t.detach().double().clone().requires_grad_() for t in (x, w))
     involution_loops(xr, wr, *case.args()).backward(gy.double())
-    xa, wa = x.double().abs().requires_grad_(), w.double().abs().requires_grad_()
+    xa, wa = (t.detach().double().abs().requires_grad_() for t in (x, w))
     involution_loops(xa, wa, *case.args()).backward(gy.double().abs())
     assert_close_scaled(xc.grad.cpu(), xr.grad, xa.grad, dtype, f"cuda grad_input {case} {dtype}")
     assert_close_scaled(wc.grad.cpu(), wr.grad, wa.grad, dtype, f"cuda grad_weight {case} {dtype}")

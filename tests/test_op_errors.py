@@ -20,7 +20,7 @@ BAD = {
     "weight rank": (lambda: (good()[0], torch.randn(2, 2, 3, 3, 36), *OK_ARGS), "weight must be 6-D"),
     "groups do not divide channels": (lambda: (torch.randn(2, 8, 6, 6), torch.randn(2, 3, 3, 3, 6, 6), *OK_ARGS), "must be divisible by groups"),
     "batch mismatch": (lambda: (good()[0], torch.randn(3, 2, 3, 3, 6, 6), *OK_ARGS), "batch size of weight"),
-    "weight spatial size": (lambda: (good()[0], torch.randn(2, 2, 3, 3, 5, 6), *OK_ARGS), "must equal the output size"),
+    "weight spatial size": (lambda: (good()[0], torch.randn(2, 2, 3, 3, 5, 6), *OK_ARGS), r"weight spatial size \(5, 6\) must equal the output size \(6, 6\)"),
     "non-positive output": (lambda: (torch.randn(2, 8, 2, 2), torch.randn(2, 2, 5, 5, 1, 1), [1, 1], [0, 0], [1, 1]), "is not positive"),
     "kernel size zero": (lambda: (good()[0], torch.randn(2, 2, 0, 3, 6, 6), *OK_ARGS), "kernel size must be >= 1"),
     "stride zero": (lambda: (*good(), [0, 1], [1, 1], [1, 1]), "stride must be >= 1"),

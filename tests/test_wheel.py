@@ -4,6 +4,7 @@ installs into a fresh venv and works from outside the source tree; the torch-ver
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import involution_ext
 from involution_ext._library import _release, check_torch_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +69,25 @@ def test_torch_version_guard_names_both_versions(monkeypatch):
     assert "torch==2.11.*" in text
     monkeypatch.setenv("INVOLUTION_EXT_SKIP_TORCH_CHECK", "1")
     check_torch_version("2.11.0", "2.13.0")
+
+
+# Mangled names of libstdc++ internals (std::locale, std::codecvt, ostream's number
+# insertion) that only a bundled copy of the C++ runtime would define.
+CXX_RUNTIME_SYMBOLS = ("_ZNSt6locale", "_ZNKSt7codecvt", "_ZNSo9_M_insert")
+
+
+def test_op_library_uses_the_shared_cxx_runtime():
+    """The op library must import libstdc++ from the process (torch's), not carry a copy
+    (-static-libstdc++): the two copies' locales mix, and an error message that formats a
+    number comes out truncated or crashes the process. CMakeLists.txt drops the flag."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("needs nm (binutils)")
+    library = involution_ext.build_info()["library"]
+    listed = subprocess.run([nm, "-D", "--defined-only", library], capture_output=True, text=True, check=True)
+    bundled = [line.split()[-1] for line in listed.stdout.splitlines()
+               if line.split() and line.split()[-1].startswith(CXX_RUNTIME_SYMBOLS)]
+    assert not bundled, f"{library} defines {len(bundled)} libstdc++ symbols, e.g. {bundled[:3]}"
 
 
 @pytest.mark.slow
