@@ -6,7 +6,7 @@ CPU: inference at batch 1 and 16 (fp32, NCHW and channels_last) and one training
 (forward, backward, SGD update) at batch 16. CUDA: inference at batch 1 and 64 and a
 training step at batch 64, both layouts, optionally under autocast (--amp fp16|bf16; fp16
 steps use a GradScaler). Prints times, images/s and ratios to ResNet-50 measured in this
-run, writes benchmarks/results/<out>.json and .png. Never asserts.
+run, writes <out>.json and .png under build/benchmarks/ (or --results-dir). Never asserts.
 
     python benchmarks/bench_models.py            # full run
     python benchmarks/bench_models.py --quick    # batch 1 only, fewer repetitions
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ops import RESULTS, machine, timeit, until_stopped  # noqa: E402
+from bench_ops import (bandwidth_drift, copy_bandwidth_gbps, machine, noisy, rate, timeit,  # noqa: E402
+                       results_dir, until_stopped, versus)
 
 import involution_ext  # noqa: E402
 from involution_ext.models import rednet  # noqa: E402
@@ -131,8 +132,30 @@ def measure_all(args, settings, names, reps, budget, device, amp, rows):
             base = median if name == "resnet50" else base
             rows.append({"setting": setting, "model": name, "ms": median, "spread_ms": spread,
                          "images_per_s": batch / (median * 1e-3), "ratio_to_resnet50": median / base})
-            print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{batch / (median * 1e-3):10.0f}"
+            print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{rate(batch / (median * 1e-3)):>10}"
                   f"{median / base:13.2f}x", flush=True)
+
+
+def verdicts(rows, disturbed):
+    """One line per inference setting: RedNet-50 against ResNet-50 (the batch-1 target) and
+    against RedNet-50 with unfold aggregation, phrased as faster/slower. A setting whose
+    measurements are noisy, or a disturbed run, gets the ratios without a verdict."""
+    lines = []
+    for r in rows:
+        if r["model"] != "rednet50" or not r["setting"].startswith("inference"):
+            continue
+        same = {u["model"]: u for u in rows if u["setting"] == r["setting"]}
+        text = f"{r['setting']}: RedNet-50 is {versus(same['resnet50']['ms'], r['ms'])} than ResNet-50"
+        shaky = [m for m in ("rednet50", "resnet50") if noisy(same[m]["ms"], same[m]["spread_ms"])]
+        if r["setting"].split()[1] == "b1":  # the target is batch-1 latency
+            if disturbed or shaky:
+                text += " (no verdict: " + ("disturbed run" if disturbed else f"noisy {', '.join(shaky)}") + ")"
+            else:
+                text += " (meets the target)" if r["ratio_to_resnet50"] <= 1 else " (MISSES the target: not slower)"
+        if "rednet50_unfold" in same:
+            text += f"; {versus(same['rednet50_unfold']['ms'], r['ms'])} than RedNet-50 with unfold aggregation"
+        lines.append(text)
+    return lines
 
 
 def main(argv=None):
@@ -140,6 +163,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default="", help="result file stem (default bench_models_<device>)")
+    parser.add_argument("--results-dir", default="", help="folder for JSON + PNG (default build/benchmarks)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none", help="autocast dtype")
     parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per model (default 4, quick 1)")
@@ -166,25 +190,22 @@ def main(argv=None):
     reps, budget = (3, 1.0) if args.quick else (5, 4.0)
     budget = args.budget or budget
     rows = []
-    print(f"{'setting':<30}{'model':<18}{'ms':>10}{'spread':>9}{'images/s':>10}{'vs ResNet-50':>14}")
+    print(f"{'setting':<30}{'model':<18}{'ms':>10}{'spread':>9}{'images/s':>10}{'time / ResNet-50':>18}")
+    bandwidth_before = copy_bandwidth_gbps(device)
     with until_stopped(info, rows):
         measure_all(args, settings, names, reps, budget, device, amp, rows)
     if not rows:
         return
+    info["disturbed"] = bandwidth_drift(bandwidth_before, copy_bandwidth_gbps(device))
     print()
-    for r in rows:
-        if r["model"] == "rednet50" and r["setting"].startswith("inference"):
-            unfold = next((u["ms"] for u in rows if u["setting"] == r["setting"] and u["model"] == "rednet50_unfold"),
-                          None)
-            verdict = ""
-            if r["setting"].split()[1] == "b1":  # the target is batch-1 latency
-                verdict = " (meets the target <= 1)" if r["ratio_to_resnet50"] <= 1 else " (MISSES the target <= 1)"
-            vs_unfold = f"; op-based RedNet-50 is {unfold / r['ms']:.1f}x faster than with unfold aggregation" if unfold else ""
-            print(f"{r['setting']}: RedNet-50 / ResNet-50 = {r['ratio_to_resnet50']:.2f}{verdict}{vs_unfold}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    plot(rows, RESULTS / f"{out}.png", f"{info['device']} | {info['threads']} threads | amp {args.amp}")
-    print(f"wrote {RESULTS / (out + '.json')} and .png")
+    if info["disturbed"]:
+        print(f"DISTURBED RUN: {info['disturbed']}. No verdicts below; run again on a quiet machine.")
+    print("\n".join(verdicts(rows, bool(info["disturbed"]))))
+    results = results_dir(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    plot(rows, results / f"{out}.png", f"{info['device']} | {info['threads']} threads | amp {args.amp}")
+    print(f"wrote {results / (out + '.json')} and .png")
 
 
 def plot(rows, path, title):

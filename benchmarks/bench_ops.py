@@ -3,7 +3,7 @@
 
 Prints a table of times and ratios (never asserts), the achieved bandwidth against a
 copy measured in the same run, and the peak extra memory; writes JSON and a PNG plot
-under benchmarks/results/.
+under build/benchmarks/ (--results-dir benchmarks/results updates the committed results).
 
     python benchmarks/bench_ops.py                 # CPU, fp32 + bf16, both layouts
     python benchmarks/bench_ops.py --quick         # fewer repetitions, fp32 only
@@ -32,7 +32,14 @@ import torch.nn.functional as F
 import involution_ext
 from involution_ext.reference import involution2d_unfold
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+# Runs write here unless told otherwise; benchmarks/results/ holds the committed results,
+# updated on purpose only (--results-dir benchmarks/results).
+DEFAULT_RESULTS = ROOT / "build" / "benchmarks"
+
+
+def results_dir(parser_value: str) -> Path:
+    return Path(parser_value) if parser_value else DEFAULT_RESULTS
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cuda_baseline
 # RedNet stages: (channels, spatial size, stride); 16 channels per group, K=7.
 STAGES = [(64, 56, 1), (128, 28, 1), (256, 14, 1), (512, 7, 1), (128, 56, 2)]
@@ -73,6 +80,36 @@ def timeit(fn, device, min_reps, budget_s):
     q = len(times) // 4
     mid = times[q : len(times) - q] or times
     return statistics.median(times), mid[-1] - mid[0]
+
+
+# A measurement whose spread (middle half) exceeds this fraction of its median, or copy
+# bandwidths before and after a run that differ by more, mark the run as disturbed: its
+# ratios are printed but no verdict is drawn from them.
+NOISE_LIMIT = 0.2
+
+
+def versus(reference_ms, ours_ms):
+    """Ours against a reference, phrased the right way round: '3.2x faster' or '1.4x slower'."""
+    ratio = reference_ms / ours_ms
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
+def rate(per_second):
+    """A throughput with the digits it needs: 9291, 28.4, 0.73."""
+    return f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.1f}" if per_second >= 10 else f"{per_second:.2f}"
+
+
+def noisy(median_ms, spread_ms):
+    return spread_ms > NOISE_LIMIT * median_ms
+
+
+def bandwidth_drift(before_gbps, after_gbps):
+    """The reason a run counts as disturbed by its copy-bandwidth checks, or ''."""
+    change = abs(after_gbps - before_gbps) / max(before_gbps, after_gbps)
+    if change > NOISE_LIMIT:
+        return (f"copy bandwidth {before_gbps:.1f} GB/s before and {after_gbps:.1f} GB/s after the run "
+                f"({100 * change:.0f} % apart): the machine was busy with something else")
+    return ""
 
 
 def _rss_kb(field_name):
@@ -222,6 +259,7 @@ def run(args, result):
                         row.gbps = elems * x.element_size() / (row.times_ms["involution_ext"] * 1e-3) / 1e9
                     rows.append(row)
                     print_row(row, bandwidth)
+    result["bandwidth_after"] = copy_bandwidth_gbps(device)
 
 
 HEADER = (
@@ -269,24 +307,25 @@ def summarize(rows, bandwidth, device_type):
     lines = []
     for r in rows:
         t = r.times_ms
-        speedup = t["unfold"] / t["involution_ext"]
         head = f"{r.shape:<21}{r.layout:<14}{r.dtype:<9}{r.pass_:<8}"
+        if noisy(t["involution_ext"], r.spread_ms["involution_ext"]):
+            head += f"[noisy: spread {100 * r.spread_ms['involution_ext'] / t['involution_ext']:.0f} % of median] "
         if device_type == "cuda":
-            parts = [f"{speedup:6.1f}x faster than unfold (>= 10)"]
+            parts = [f"{versus(t['unfold'], t['involution_ext']):>12} than unfold (target >= 10x faster)"]
             if r.gbps:
                 parts.append(f"{100 * r.gbps / bandwidth:4.0f}% of copy bandwidth (>= {70 if r.pass_ == 'fwd' else 50})")
             if "per_element" in t:
-                parts.append(f"{t['per_element'] / t['involution_ext']:5.1f}x the per-element kernel"
-                             + (" (>= 3)" if r.pass_ == "fwd+bwd" else ""))
+                parts.append(f"{versus(t['per_element'], t['involution_ext'])} than the per-element kernel"
+                             + (" (target >= 3x faster)" if r.pass_ == "fwd+bwd" else ""))
             mem = r.peak_extra_mb
             if mem["involution_ext"] > 0:
                 parts.append(f"{mem['unfold'] / mem['involution_ext']:5.1f}x less peak memory than unfold (>= 10)")
             lines.append(head + ", ".join(parts))
         elif r.dtype == "float32" and r.pass_ == "fwd":
-            lines.append(f"{head}{speedup:6.1f}x faster than unfold (target >= 40), "
-                         f"{t['involution_ext'] / t['dense3x3']:.2f}x the dense 3x3 conv (target <= 0.6)")
+            lines.append(f"{head}{versus(t['unfold'], t['involution_ext']):>12} than unfold (target >= 40x faster), "
+                         f"{t['involution_ext'] / t['dense3x3']:.2f}x the dense 3x3 conv's time (target <= 0.6)")
         elif r.dtype == "float32" and r.pass_ == "fwd+bwd":
-            lines.append(f"{head}{speedup:6.1f}x faster than unfold (target >= 30)")
+            lines.append(f"{head}{versus(t['unfold'], t['involution_ext']):>12} than unfold (target >= 30x faster)")
     return lines
 
 
@@ -348,6 +387,7 @@ def main(argv=None):
     parser.add_argument("--passes", default="", help="comma list of fwd,bwd,fwd+bwd (default by device)")
     parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per method (default 1.5)")
     parser.add_argument("--out", default="", help="result file stem (default bench_ops_<device>)")
+    parser.add_argument("--results-dir", default="", help="folder for JSON + PNG (default build/benchmarks)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     info = machine(device)
@@ -363,17 +403,22 @@ def main(argv=None):
     for r in extra:
         t = r.times_ms
         print(f"{r.shape:<21}{r.layout:<14}{r.dtype:<9}{r.pass_:<8} per-element baseline {t['per_element']:.3f} ms: "
-              f"ours {t['per_element'] / t['involution_ext']:.1f}x faster; peak MB ours {r.peak_extra_mb['involution_ext']:.1f} "
+              f"ours {versus(t['per_element'], t['involution_ext'])}; peak MB ours {r.peak_extra_mb['involution_ext']:.1f} "
               f"vs unfold {r.peak_extra_mb['unfold']:.1f}")
     print(f"\ncopy bandwidth measured in this run: {bandwidth:.1f} GB/s (read + write)")
+    drift = bandwidth_drift(bandwidth, result.get("bandwidth_after", bandwidth))
+    info["disturbed"] = drift
+    if drift:
+        print(f"DISTURBED RUN: {drift}. The ratios below are not a verdict; run again on a quiet machine.")
     print("\n".join(summarize(rows, bandwidth, device.type)))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = results_dir(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
     stem = args.out or f"bench_ops_{device.type}"
     payload = {"machine": info, "batch": batch, "kernel": K, "group_channels": GROUP_CHANNELS,
                "copy_bandwidth_gbps": bandwidth, "rows": [asdict(r) for r in rows]}
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1))
-    plot(rows, RESULTS / f"{stem}.png", f"{info['device']} | B={','.join(map(str, batch))}, K={K}, {GROUP_CHANNELS} ch/group")
-    print(f"wrote {RESULTS / (stem + '.json')} and .png")
+    (results / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    plot(rows, results / f"{stem}.png", f"{info['device']} | B={','.join(map(str, batch))}, K={K}, {GROUP_CHANNELS} ch/group")
+    print(f"wrote {results / (stem + '.json')} and .png")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,8 +74,21 @@ def test_bench_tiny_table_and_json(bench_binary, tmp_path):
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plot_cpp_bench.py"), str(out)], check=True,
                        capture_output=True)
         assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    bad = subprocess.run([str(bench_binary), "--bogus"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "unknown argument --bogus" in bad.stderr
+
+
+def test_bench_help_and_usage_errors(bench_binary):
+    helped = subprocess.run([str(bench_binary), "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: involution_bench")
+    for option in ("--device", "--batch", "--threads", "--reps", "--warmup", "--dtypes", "--tiny", "--json", "--model",
+                   "--model-batches", "--check", "--help"):
+        assert re.search(rf"^\s+(-h, )?{option}\s", helped.stdout, re.MULTILINE), option
+    for args, message in ((["--bogus"], "unknown option '--bogus'"), (["--batch", "x"], "--batch wants an integer"),
+                          (["--reps"], "--reps needs a value"), (["--dtypes", "float8"], "unknown dtype 'float8'"),
+                          (["--device", "tpu"], "--device wants cpu or cuda")):
+        bad = subprocess.run([str(bench_binary), *args], capture_output=True, text=True)
+        assert bad.returncode == 2, (args, bad.stderr)
+        assert message in bad.stderr and "usage: involution_bench" in bad.stderr, bad.stderr
+        assert "Exception raised from" not in bad.stderr  # no C++ stack trace
 
 
 def test_cpp_torchscript_rednet_matches_python(example_binary, tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 import torch
@@ -104,6 +106,10 @@ def test_involution2d_gradients_reach_generator():
         (dict(channels=30, group_channels=16), "multiple of group_channels"),
         (dict(channels=16, generator="mlp"), "generator"),
         (dict(channels=4, group_channels=4, reduction_ratio=8), "reduction_ratio"),
+        (dict(channels=64, kernel_size=4), "kernel_size must be a positive odd number .* got 4"),
+        (dict(channels=64, kernel_size=0), "kernel_size must be a positive odd number"),
+        (dict(channels=64, stride=0), "stride"),
+        (dict(channels=64, dilation=0), "dilation"),
     ],
 )
 def test_involution2d_rejects_bad_options(kwargs, message):
@@ -282,12 +288,79 @@ class _RunsCode:
         return (os.system, ("echo pwned",))
 
 
-def test_checkpoint_that_runs_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"state_dict": {"x": _RunsCode()}}, f)
-    with pytest.raises(CheckpointError, match="weights_only"):
+def _torch_file_that_runs_code(path):
+    """A torch zip checkpoint whose data.pkl imports os.system."""
+    torch.save({"w": torch.zeros(2)}, path)
+    with zipfile.ZipFile(path) as z:
+        items = {n: z.read(n) for n in z.namelist()}
+    items[next(n for n in items if n.endswith("data.pkl"))] = pickle.dumps({"x": _RunsCode()}, protocol=2)
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in items.items():
+            z.writestr(name, data)
+
+
+def _truncated(path, legacy=False):
+    torch.save({"w": torch.randn(4096)}, path, _use_new_zipfile_serialization=not legacy)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _zip_without_torch_data(path):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "hello")
+
+
+NOT_CHECKPOINTS = {
+    "text": (lambda p: p.write_text("notes about the run\nepoch 1\n"), "a text file, not a torch checkpoint"),
+    "text with digits": (lambda p: p.write_text("101 102\n"), "a text file, not a torch checkpoint"),
+    "json": (lambda p: p.write_text('{"epochs": 8, "lr": 0.1}'), "a JSON file, not a torch checkpoint"),
+    "empty": (lambda p: p.write_bytes(b""), "is empty"),
+    "binary": (lambda p: p.write_bytes(bytes(range(7, 64))), "binary file that is not a torch checkpoint"),
+    "truncated zip": (_truncated, "truncated"),
+    "truncated legacy": (lambda p: _truncated(p, legacy=True), "truncated"),
+    "zip, not torch": (_zip_without_torch_data, "zip archive but not a torch checkpoint"),
+    "plain pickle": (lambda p: p.write_bytes(pickle.dumps({"a": 1})), "pickle file but not a checkpoint of plain tensors"),
+    "pickle that runs code": (lambda p: p.write_bytes(pickle.dumps({"x": _RunsCode()})), r"would run code \(posix\.system\)"),
+    "torch file that runs code": (_torch_file_that_runs_code, r"would run code \(posix\.system\)"),
+    "directory": (lambda p: p.mkdir(), "is a directory"),
+    "missing": (lambda p: None, "no such file"),
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_CHECKPOINTS))
+def test_non_checkpoint_gives_one_clear_error(tmp_path, kind):
+    """Each kind of file that is not a loadable checkpoint: a CheckpointError naming the file
+    and what it is, never a raw IndexError/KeyError nor torch's advice to drop weights_only."""
+    make, what = NOT_CHECKPOINTS[kind]
+    path = tmp_path / "model.pth"
+    make(path)
+    with pytest.raises(CheckpointError) as err:
         load_official_checkpoint(rednet26(), path)
+    text = str(err.value)
+    assert re.search(what, text), text
+    assert str(path) in text and "weights_only` set to `False" not in text and "weights_only=False" not in text
+    assert err.value.__cause__ is None  # torch's own message (with that advice) is not chained either
+
+
+def test_cli_reports_bad_checkpoint_in_one_line(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights\n")
+    for cmd in (["-m", "involution_ext", "heatmap", "--image", str(notes), "--out", str(tmp_path / "h.png"),
+                 "--checkpoint", str(notes), "--depth", "26"],
+                ["-m", "involution_ext.train", "--pretrained", str(notes), "--out", str(tmp_path / "run"),
+                 "--max-steps", "1", "--no-progress", "--no-plot"]):
+        result = subprocess.run([sys.executable, *cmd], capture_output=True, text=True)
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert result.stderr.strip() == f"error: {notes} is a text file, not a torch checkpoint (it starts with 'not weights')"
+
+
+def test_missing_optional_dependency_names_the_extra(monkeypatch):
+    from involution_ext._images import load_image
+    from involution_ext._optional import MissingDependencyError
+
+    for module in ("PIL", "PIL.Image"):  # None in sys.modules: importing it fails as if absent
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingDependencyError, match=r"reading images needs Pillow.*pip install 'involution_ext\[viz\]'"):
+        load_image("any.png")
 
 
 def test_truncated_checkpoint_gives_clear_error(tmp_path):
@@ -416,7 +489,10 @@ def test_heatmap_cli_writes_png(tmp_path):
     image = tmp_path / "in.png"
     Image.new("RGB", (96, 80), (200, 30, 30)).save(image)
     out = tmp_path / "heat.png"
+    # A checkpoint fine-tuned for 10 classes: the heat map needs only the backbone.
+    checkpoint = tmp_path / "tuned.pth"
+    official_checkpoint(checkpoint, depth=26, num_classes=10)
     result = subprocess.run([sys.executable, "-m", "involution_ext", "heatmap", "--image", str(image), "--out", str(out),
-                             "--depth", "26"], capture_output=True, text=True)
+                             "--depth", "26", "--checkpoint", str(checkpoint)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

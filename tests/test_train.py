@@ -167,3 +167,24 @@ def test_image_folder_data(tmp_path):
     assert model["head.fc.weight"].shape == (2, 2048)
     with pytest.raises(FileNotFoundError, match="must hold train/ and val/"):
         train.image_folder_split(str(tmp_path / "empty_root"), 16)
+
+
+def test_default_schedule_follows_the_data():
+    digits = train.parse_args([])
+    assert (digits.epochs, digits.warmup_epochs) == (8, 1.0)  # fits digits: ~97 % in under a minute
+    folder = train.parse_args(["--data", "/some/imagefolder"])
+    assert (folder.epochs, folder.warmup_epochs) == (130, 5.0)  # the paper's ImageNet schedule
+    assert train.parse_args(["--epochs", "3"]).epochs == 3
+
+
+def test_resume_uses_the_stored_arguments_and_prints_overrides(tmp_path, capsys):
+    out = tmp_path / "run"
+    train.main(["--out", str(out), "--max-steps", "2", "--base-lr", "0.05", "--seed", "3", *FAST])
+    printed = capsys.readouterr().out
+    assert "epoch 0/4 (step 2): train loss" in printed and "test loss" in printed and "images/s" in printed
+    args = train.parse_args(["--resume", str(out / "last.pt"), "--epochs", "6", "--no-plot"])
+    assert args.base_lr == 0.05 and args.seed == 3 and args.image_size == 16 and args.out == str(out)
+    assert args.epochs == 6 and args.warmup_epochs == 0.2 and args.max_steps == 0  # not taken: stop points
+    printed = capsys.readouterr().out
+    assert f"resuming from {out / 'last.pt'} with the arguments stored in it" in printed
+    assert "changed on the command line: --epochs 6 (checkpoint: 4)" in printed

@@ -21,6 +21,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -49,35 +50,72 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
+constexpr const char* kUsage = R"(usage: involution_bench [options]
+
+Times involution::forward / backward against at::conv2d (dense 3x3, depthwise 7x7) at the
+RedNet stage shapes, and TorchScript models end to end.
+
+options:
+  --device cpu|cuda        device to time on (default cpu)
+  --batch N                batch size (default 8 on CPU, 32 on CUDA)
+  --threads T              intra-op threads (default: torch's)
+  --reps N                 timed repetitions per measurement (default 20)
+  --warmup N               untimed repetitions first (default 3)
+  --dtypes LIST            comma-separated: float32,float64,float16,bfloat16
+                           (default float32 on CPU, float32,float16,bfloat16 on CUDA)
+  --tiny                   small shapes only (a quick smoke run)
+  --json OUT.json          also write the results as JSON (benchmarks/plot_cpp_bench.py draws it)
+  --model NAME=PATH        time a TorchScript model end to end (repeatable)
+  --model-batches LIST     batch sizes for --model (default 1,16)
+  --check OUT.bin          write the op's outputs for fixed inputs (a cross-language check) and exit
+  -h, --help               show this text and exit
+)";
+
+// A mistake on the command line: reported with the usage text, exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int64_t parse_int(const std::string& option, const std::string& text) {
+  try {
+    size_t used = 0;
+    const int64_t value = std::stoll(text, &used);
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {
+  }
+  throw UsageError(option + " wants an integer, got '" + text + "'");
+}
+
 Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
-      TORCH_CHECK(i + 1 < argc, "involution_bench: ", a, " needs a value");
+      if (i + 1 >= argc) throw UsageError(a + " needs a value");
       return argv[++i];
     };
     if (a == "--device") o.device = next();
-    else if (a == "--batch") o.batch = std::stoll(next());
-    else if (a == "--threads") o.threads = std::stoi(next());
-    else if (a == "--reps") o.reps = std::stoi(next());
-    else if (a == "--warmup") o.warmup = std::stoi(next());
+    else if (a == "--batch") o.batch = parse_int(a, next());
+    else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next()));
+    else if (a == "--reps") o.reps = static_cast<int>(parse_int(a, next()));
+    else if (a == "--warmup") o.warmup = static_cast<int>(parse_int(a, next()));
     else if (a == "--dtypes") o.dtypes = split(next(), ',');
     else if (a == "--tiny") o.tiny = true;
     else if (a == "--json") o.json = next();
     else if (a == "--check") o.check = next();
     else if (a == "--model-batches") {
       o.model_batches.clear();
-      for (const auto& b : split(next(), ',')) o.model_batches.push_back(std::stoll(b));
+      for (const auto& b : split(next(), ',')) o.model_batches.push_back(parse_int(a, b));
     } else if (a == "--model") {
       auto spec = next();
       auto eq = spec.find('=');
-      TORCH_CHECK(eq != std::string::npos, "involution_bench: --model wants NAME=PATH, got ", spec);
+      if (eq == std::string::npos) throw UsageError("--model wants NAME=PATH, got '" + spec + "'");
       o.models.emplace_back(spec.substr(0, eq), spec.substr(eq + 1));
     } else {
-      TORCH_CHECK(false, "involution_bench: unknown argument ", a);
+      throw UsageError("unknown option '" + a + "'");
     }
   }
+  if (o.device != "cpu" && o.device != "cuda") throw UsageError("--device wants cpu or cuda, got '" + o.device + "'");
   if (o.dtypes.empty()) {
     o.dtypes = o.device == "cuda" ? std::vector<std::string>{"float32", "float16", "bfloat16"}
                                   : std::vector<std::string>{"float32"};
@@ -90,7 +128,7 @@ at::ScalarType dtype_of(const std::string& name) {
   static const std::map<std::string, at::ScalarType> names = {
       {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf}, {"bfloat16", at::kBFloat16}};
   auto it = names.find(name);
-  TORCH_CHECK(it != names.end(), "involution_bench: unknown dtype ", name);
+  if (it == names.end()) throw UsageError("unknown dtype '" + name + "' (float32, float64, float16, bfloat16)");
   return it->second;
 }
 
@@ -274,8 +312,16 @@ void write_json(const Options& o, const std::vector<Row>& rows, const std::vecto
 }  // namespace
 
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
   try {
     Options o = parse(argc, argv);
+    for (const auto& name : o.dtypes) dtype_of(name);  // a typo fails before any timing
     if (o.threads > 0) at::set_num_threads(o.threads);
     c10::Device device(o.device);
     std::printf("# involution_bench | op library %s | device %s | batch %lld | %d threads\n", involution::version(),
@@ -287,6 +333,12 @@ int main(int argc, char** argv) {
     auto rows = bench_ops(o, device);
     auto models = bench_models(o, device);
     if (!o.json.empty()) write_json(o, rows, models);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "involution_bench: %s\n\n%s", e.what(), kUsage);
+    return 2;
+  } catch (const c10::Error& e) {  // without the C++ stack trace torch appends
+    std::fprintf(stderr, "involution_bench: %s\n", e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "involution_bench: %s\n", e.what());
     return 1;

@@ -47,7 +47,9 @@ def _demo() -> int:
 
     t_op = bench(lambda: involution_ext.involution2d(x, w, padding=3))
     t_unfold = bench(lambda: involution2d_unfold(x, w, padding=3), reps=3)
-    print(f"forward: op {t_op:.2f} ms, unfold {t_unfold:.1f} ms ({t_unfold / t_op:.0f}x faster), "
+    ratio = t_unfold / t_op
+    versus = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+    print(f"forward: op {t_op:.2f} ms, unfold {t_unfold:.1f} ms (the op is {versus}), "
           f"{torch.get_num_threads()} threads, CPU kernels: {involution_ext.cpu_isa()}")
 
     model = involution_ext.rednet50().eval()
@@ -92,9 +94,16 @@ def main(argv=None) -> int:
     heat.add_argument("--depth", type=int, default=50, choices=[26, 38, 50, 101, 152])
     sub.add_parser("cmake-prefix", help="folder for CMAKE_PREFIX_PATH (find_package(involution_ext))")
     args = parser.parse_args(argv)
-    if args.command == "heatmap":
-        return _heatmap(args)
-    return {"info": _info, "demo": _demo, "cmake-prefix": _cmake_prefix, None: _info}[args.command]()
+    from involution_ext._optional import MissingDependencyError
+    from involution_ext.checkpoint import CheckpointError
+
+    try:
+        if args.command == "heatmap":
+            return _heatmap(args)
+        return {"info": _info, "demo": _demo, "cmake-prefix": _cmake_prefix, None: _info}[args.command]()
+    except (CheckpointError, MissingDependencyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)  # the message says it all: no traceback
+        return 1
 
 
 if __name__ == "__main__":

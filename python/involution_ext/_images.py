@@ -7,6 +7,8 @@ from typing import Tuple
 
 import torch
 
+from ._optional import require
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -15,7 +17,7 @@ def load_image(path, size: int = 224) -> Tuple[torch.Tensor, "object"]:
     """Reads an image, resizes its short side to ``size`` and centre-crops; returns the
     normalised (1, 3, size, size) tensor and the cropped RGB array (H, W, 3) in [0, 1]."""
     import numpy as np
-    from PIL import Image
+    Image = require("PIL.Image", "viz", "reading images")
 
     img = Image.open(path).convert("RGB")
     scale = size / min(img.size)

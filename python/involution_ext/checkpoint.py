@@ -7,8 +7,12 @@ unwrapping: ``{"state_dict": {...}, "meta": ...}``; ``backbone.*`` for the backb
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import pickletools
+import zipfile
+from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
 import torch
@@ -19,17 +23,112 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded: unreadable, unsafe, or not matching the model."""
 
 
-def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
-    """Reads a checkpoint with ``weights_only=True`` (no code runs while unpickling) and returns
-    its tensors, unwrapped from a ``state_dict`` / ``model`` entry if present."""
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80  # first byte of a pickle (protocol >= 2): torch's legacy format
+# Modules whose imports a plain weights file may hold (tensor rebuilds, OrderedDict).
+_WEIGHT_MODULES = ("torch", "collections")
+
+
+def _pickle_imports(data: bytes) -> List[str]:
+    """``module.name`` of every global the pickles in ``data`` import, read without running
+    them (pickletools only decodes opcodes)."""
+    names: List[str] = []
+    stream = memoryview(data)
+    pos = 0
+    while pos < len(stream):
+        strings: List[str] = []
+        end = pos
+        try:
+            for op, arg, offset in pickletools.genops(bytes(stream[pos:])):
+                end = pos + offset + 1
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except (ValueError, EOFError):  # truncated or not a pickle: stop where it breaks
+            break
+        pos = end
+    return names
+
+
+def _describe_non_torch_file(head: bytes, path: Path) -> str:
+    try:  # the head may end inside a multi-byte character
+        text = head.decode("utf-8") if len(head) < 512 else head[:-3].decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if not text or not all(c.isprintable() or c in "\t\n\r" for c in text):
+        return f"a binary file that is not a torch checkpoint (it starts with {head[:8]!r})"
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            json.loads(path.read_text())
+            return "a JSON file, not a torch checkpoint"
+        except (ValueError, UnicodeDecodeError):
+            pass
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"a text file, not a torch checkpoint (it starts with {first!r})"
+
+
+def _refused_pickle(path: Path, data: bytes, err: Exception) -> CheckpointError:
+    """The error for a pickle that torch's weights-only loader refused: code it would run
+    (named), else objects that are not tensors."""
+    code = sorted({n for n in _pickle_imports(data) if n.split(".")[0] not in _WEIGHT_MODULES})
+    if code:
+        return CheckpointError(
+            f"refusing to load {path}: unpickling it would run code ({', '.join(code[:5])}); only files "
+            f"of plain tensors are loaded")
+    detail = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(err) else ""
+    kind = "a torch file" if data[:1] != bytes([_PICKLE_PROTO]) or zipfile.is_zipfile(path) else "a pickle file"
+    return CheckpointError(f"{path} is {kind} but not a checkpoint of plain tensors (the weights-only "
+                           f"loader stopped at: {detail or type(err).__name__})")
+
+
+def load_checkpoint_file(path: Union[str, os.PathLike]) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear
+    :class:`CheckpointError` that names the file and what it is for anything that is not a
+    readable torch checkpoint: a missing path, a directory, an empty, text, JSON or other
+    file, a zip that is not a torch file, a truncated file, or one that would run code."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes), not a torch checkpoint")
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as z:
+                pickles = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                data = z.read(pickles[0]) if pickles else b""
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise CheckpointError(f"checkpoint {path} is truncated or damaged (its zip archive cannot be "
+                                  f"read: {e})") from None
+        if not pickles:
+            raise CheckpointError(f"{path} is a zip archive but not a torch checkpoint (no data.pkl inside)")
+    elif head[0] == _PICKLE_PROTO:
+        data = path.read_bytes()
+    else:
+        raise CheckpointError(f"{path} is {_describe_non_torch_file(head, path)}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load {path}: it is not a plain weights file (loading it would need to run code "
-            f"from the pickle, which weights_only=True forbids). Details: {e}") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch checkpoint?): {e}") from e
+        if "truncated" in str(e):
+            raise CheckpointError(f"checkpoint {path} is truncated ({e})") from None
+        raise _refused_pickle(path, data, e) from None
+    except (EOFError, RuntimeError, OSError, ValueError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, EOFError) or "EOF" in message or "corrupt" in message or "failed finding" in message:
+            raise CheckpointError(f"checkpoint {path} is truncated or damaged ({message})") from None
+        raise CheckpointError(f"{path} cannot be read as a torch checkpoint ({message})") from None
+
+
+def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """Reads a checkpoint with :func:`load_checkpoint_file` (no code runs while unpickling)
+    and returns its tensors, unwrapped from a ``state_dict`` / ``model`` entry if present."""
+    obj = load_checkpoint_file(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]

@@ -42,7 +42,7 @@ class Involution2d(nn.Module):
 
     Args:
         channels: C (input and output channels).
-        kernel_size: K (odd sizes keep the output aligned with the input).
+        kernel_size: K, odd (an even K is rejected: it cannot keep the output on the input's grid).
         stride: spatial stride of the aggregation.
         group_channels: channels sharing one kernel (C/G); ``None`` means all C (G = 1).
         reduction_ratio: r of the bottleneck generator.
@@ -58,6 +58,14 @@ class Involution2d(nn.Module):
                  generator: str = "bottleneck"):
         super().__init__()
         group_channels = channels if group_channels is None else group_channels
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            # With an even K, symmetric padding cannot keep the output on the input's grid (the
+            # generated kernel map and the aggregation's output would differ in size).
+            raise ValueError(f"Involution2d: kernel_size must be a positive odd number (e.g. 3, 5, 7), got "
+                             f"{kernel_size}; for other windows call involution_ext.involution2d with "
+                             f"your own kernels and padding")
+        if stride < 1 or dilation < 1:
+            raise ValueError(f"Involution2d: stride ({stride}) and dilation ({dilation}) must be >= 1")
         if group_channels <= 0 or channels % group_channels != 0:
             raise ValueError(f"Involution2d: channels ({channels}) must be a positive multiple of group_channels ({group_channels})")
         if generator not in ("bottleneck", "linear"):

@@ -21,6 +21,8 @@ from typing import Any, Dict, Sequence
 
 import torch
 
+from ._optional import require
+
 
 def _int(value) -> int:
     if value is None or not isinstance(value, int) and not hasattr(value, "__index__"):
@@ -31,7 +33,7 @@ def _int(value) -> int:
 
 
 def _make_translation():
-    from onnxscript import opset18 as op
+    op = require("onnxscript", "onnx", "ONNX export").opset18
 
     def involution_forward(input, weight, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]):
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation

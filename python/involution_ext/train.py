@@ -22,6 +22,7 @@ import csv
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._images import load_image
-from .checkpoint import CheckpointError, load_official_checkpoint
+from ._optional import MissingDependencyError, require
+from .checkpoint import CheckpointError, load_checkpoint_file, load_official_checkpoint
 from .models import rednet
 
 
@@ -42,9 +44,9 @@ from .models import rednet
 def digits_split(image_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """scikit-learn's digits up-sampled to image_size, 3 channels, normalised; a fixed split
     (permutation with seed 0: 1348 train, 449 test)."""
-    from sklearn.datasets import load_digits
+    datasets = require("sklearn.datasets", "train", "the embedded digits data set")
 
-    digits = load_digits()
+    digits = datasets.load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     images = (images - 0.5) / 0.5
@@ -176,12 +178,9 @@ def atomic_save(obj, path: Path) -> None:
 
 def load_training_checkpoint(path: str) -> Dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise CheckpointError(f"cannot resume from {path}: the file is truncated, corrupted or not a training "
-                              f"checkpoint of this recipe ({type(e).__name__}: {e})") from e
+        state = load_checkpoint_file(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot resume: {e}") from None
     missing = {"model", "optimizer", "scheduler", "epoch", "step_in_epoch"} - set(state if isinstance(state, dict) else {})
     if missing:
         raise CheckpointError(f"cannot resume from {path}: not a training checkpoint (missing {sorted(missing)})")
@@ -191,7 +190,15 @@ def load_training_checkpoint(path: str) -> Dict:
 # ---------------------------------------------------------------- the recipe
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+# Schedules by data set: the paper's ImageNet one, and one that fits digits (about 96 % test
+# accuracy in 8 epochs, about a minute on 2 CPU cores).
+SCHEDULES = {"imagenet": {"epochs": 130, "warmup_epochs": 5.0}, "digits": {"epochs": 8, "warmup_epochs": 1.0}}
+# Arguments a resumed run does not take from its checkpoint: where to resume from, when to stop
+# early, and the initial weights (the checkpoint holds newer ones).
+NOT_RESUMED = {"resume", "max_steps", "pretrained"}
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m involution_ext.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="digits", help="'digits' (embedded) or an image-folder root")
@@ -199,12 +206,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--small-input", action="store_true",
                    help="stem without downsampling (stride-1 first conv, no max-pool), for tiny images")
-    p.add_argument("--epochs", type=int, default=130)
+    p.add_argument("--epochs", type=int, help="default: 8 for digits, 130 (the paper's) for an image folder")
     p.add_argument("--batch-size", type=int, default=64, help="per process")
     p.add_argument("--base-lr", type=float, default=0.1, help="LR per 256 images; scaled by global batch / 256")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-epochs", type=float, default=5)
+    p.add_argument("--warmup-epochs", type=float, help="default: 1 for digits, 5 for an image folder")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                    help="autocast dtype (fp16 uses a GradScaler; CPU supports bf16)")
@@ -214,7 +221,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-shift", type=int, default=2, help="random translation in pixels")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
     p.add_argument("--pretrained", help="official RedNet checkpoint; the head is replaced")
-    p.add_argument("--resume", help="training checkpoint to continue from (e.g. OUT/last.pt)")
+    p.add_argument("--resume", help="training checkpoint to continue from (e.g. OUT/last.pt), with the arguments "
+                                    "stored in it unless given again here")
     p.add_argument("--out", default="runs/rednet", help="folder for checkpoints, CSV log and plot")
     p.add_argument("--save-every", type=int, default=0, help="also write last.pt every N steps")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this global step (schedule unchanged)")
@@ -222,7 +230,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--no-plot", action="store_true")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, completed: with ``--resume``, every argument not given on the command
+    line is taken from the checkpoint (and the differences printed); then unset schedule
+    arguments get the data set's defaults (:data:`SCHEDULES`)."""
+    args = _parser().parse_args(argv)
+    if args.resume:
+        explicit_parser = _parser()
+        for action in explicit_parser._actions:  # no defaults: only what the command line gives
+            action.default = argparse.SUPPRESS
+        given = set(vars(explicit_parser.parse_args(argv)))
+        stored = load_training_checkpoint(args.resume).get("args", {})
+        overridden = []
+        for key, value in stored.items():
+            if key in NOT_RESUMED or not hasattr(args, key):
+                continue
+            if key not in given:
+                setattr(args, key, value)
+            elif getattr(args, key) != value:
+                overridden.append(f"--{key.replace('_', '-')} {getattr(args, key)} (checkpoint: {value})")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"resuming from {args.resume} with the arguments stored in it"
+                  + (f"; changed on the command line: {', '.join(overridden)}" if overridden else ""))
+    schedule = SCHEDULES["digits" if args.data == "digits" else "imagenet"]
+    for key, value in schedule.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
@@ -337,7 +374,7 @@ def train(args: argparse.Namespace) -> Dict:
 
     progress = None
     if rank == 0 and not args.no_progress:
-        from tqdm import tqdm
+        tqdm = require("tqdm", "train", "the progress bar (or pass --no-progress)").tqdm
 
         progress = tqdm(total=(args.max_steps or total_steps), initial=epoch * steps_per_epoch + step_in_epoch,
                         unit="step", dynamic_ncols=True)
@@ -402,6 +439,9 @@ def train(args: argparse.Namespace) -> Dict:
                 csv.writer(f).writerow([epoch, global_step, f"{scheduler.get_last_lr()[0]:.6f}", f"{train_loss:.5f}",
                                         f"{train_acc:.4f}", f"{test_loss:.5f}", f"{test_acc:.4f}",
                                         f"{images / seconds:.1f}"])
+            line = (f"epoch {epoch}/{args.epochs} (step {global_step}): train loss {train_loss:.4f} acc "
+                    f"{train_acc:.4f}, test loss {test_loss:.4f} acc {test_acc:.4f}, {images / seconds:.1f} images/s")
+            (progress.write if progress is not None else print)(line)
             if test_acc > best_acc:
                 best_acc = test_acc
                 atomic_save({"model": model.state_dict(), "test_acc": test_acc, "epoch": epoch}, out / "best.pt")
@@ -457,5 +497,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """``python -m involution_ext.train``: :func:`main` with the user's mistakes (a bad
+    checkpoint, a missing extra, a missing data folder) printed as one line, no traceback."""
+    try:
+        return main()
+    except (CheckpointError, MissingDependencyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ._images import load_image
+from ._optional import require
 from .modules import Involution2d
 
 DEFAULT_LAYER = "backbone.layer1.0.conv2"
@@ -49,11 +50,10 @@ def kernel_heatmaps(model: nn.Module, image: torch.Tensor, layer: Optional[str] 
 
 def plot_heatmaps(rgb, maps: torch.Tensor, title: str, out: str, max_groups: int = 8) -> None:
     """Writes a PNG: the image, then one heat map per group (up to ``max_groups``) overlaid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch.nn.functional as F
+
+    require("matplotlib", "viz", "drawing heat maps").use("Agg")
+    import matplotlib.pyplot as plt
 
     groups = min(maps.shape[0], max_groups)
     size = rgb.shape[:2]
@@ -82,7 +82,8 @@ def heatmap_main(image: str, out: str, checkpoint: Optional[str] = None, layer: 
     torch.manual_seed(0)
     model = rednet(depth)
     if checkpoint:
-        load_official_checkpoint(model, checkpoint)
+        # Only the backbone makes the kernels: a head for another number of classes is fine.
+        load_official_checkpoint(model, checkpoint, ignore_prefixes=("head.",))
     x, rgb = load_image(image)
     maps, layer = kernel_heatmaps(model, x, layer)
     source = f"weights: {checkpoint}" if checkpoint else "RANDOM weights (no checkpoint given)"

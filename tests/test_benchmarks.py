@@ -1,0 +1,48 @@
+"""The benchmarks' verdicts: ratios phrased the right way round, throughput with its digits,
+and no verdict from a disturbed or noisy run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_models import verdicts  # noqa: E402
+from bench_ops import bandwidth_drift, noisy, rate, versus  # noqa: E402
+
+
+def test_versus_says_faster_or_slower():
+    assert versus(10.0, 2.0) == "5.0x faster"
+    assert versus(8.0, 10.0) == "1.2x slower"  # not "0.8x faster"
+    assert versus(3.0, 3.0) == "1.0x faster"
+
+
+def test_rate_keeps_the_digits_that_matter():
+    assert rate(9291.4) == "9291" and rate(28.44) == "28.4" and rate(0.734) == "0.73"
+
+
+def test_disturbance_checks():
+    assert bandwidth_drift(30.0, 29.0) == ""
+    assert "busy" in bandwidth_drift(30.0, 20.0)
+    assert noisy(10.0, 2.5) and not noisy(10.0, 1.0)
+
+
+def rows(rednet_ms, resnet_ms, unfold_ms, spread=0.1, setting="inference b1 NCHW"):
+    def row(model, ms):
+        return {"setting": setting, "model": model, "ms": ms, "spread_ms": spread, "ratio_to_resnet50": ms / resnet_ms}
+
+    return [row("resnet50", resnet_ms), row("rednet50", rednet_ms), row("rednet50_unfold", unfold_ms)]
+
+
+def test_verdicts():
+    (line,) = verdicts(rows(50.0, 70.0, 40.0), disturbed=False)
+    assert line == ("inference b1 NCHW: RedNet-50 is 1.4x faster than ResNet-50 (meets the target); "
+                    "1.2x slower than RedNet-50 with unfold aggregation")
+    (line,) = verdicts(rows(90.0, 70.0, 300.0), disturbed=False)
+    assert "1.3x slower than ResNet-50 (MISSES the target" in line and "3.3x faster than RedNet-50 with unfold" in line
+    (line,) = verdicts(rows(90.0, 70.0, 300.0), disturbed=True)
+    assert "no verdict: disturbed run" in line and "MISSES" not in line
+    (line,) = verdicts(rows(90.0, 70.0, 300.0, spread=30.0), disturbed=False)
+    assert "no verdict: noisy rednet50, resnet50" in line
+    (line,) = verdicts(rows(90.0, 70.0, 300.0, setting="inference b16 NCHW"), disturbed=False)
+    assert "target" not in line and "verdict" not in line  # the target is batch-1 latency only
