@@ -18,22 +18,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import types
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import (bandwidth_drift, copy_bandwidth_gbps, machine, noisy, rate, results_dir, timeit,  # the script's folder
+                    until_stopped, versus)
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_ops import (bandwidth_drift, copy_bandwidth_gbps, machine, noisy, rate, timeit,  # noqa: E402
-                       results_dir, until_stopped, versus)
-
-import involution_ext  # noqa: E402
-from involution_ext.models import rednet  # noqa: E402
-from involution_ext.modules import Involution2d  # noqa: E402
-from involution_ext.reference import involution2d_unfold  # noqa: E402
+import involution_ext
+from involution_ext.models import rednet
+from involution_ext.modules import Involution2d
+from involution_ext.reference import involution2d_unfold
 
 
 class ResNetBottleneck(nn.Module):

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import torch
+from bench_models import resnet50  # the script's folder
 
-sys.path.insert(0, str(Path(__file__).parent))
-import involution_ext  # noqa: E402
-from bench_models import resnet50  # noqa: E402
+import involution_ext
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 // Autocast: like a convolution, involution runs in the autocast dtype (bf16 on CPU by
 // default, fp16 on CUDA), so a RedNet under torch.autocast needs no manual casts.
-#include "involution.h"
+#include <involution_ext/involution.h>
 
 #include <ATen/autocast_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>

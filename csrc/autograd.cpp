@@ -1,7 +1,7 @@
 // Autograd for both ops, in C++ so TorchScript and LibTorch programs get gradients
 // without Python. The op is bilinear in (input, weight), so the derivatives of the
 // backward op are again forward/backward calls — double backward comes for free.
-#include "involution.h"
+#include <involution_ext/involution.h>
 
 #include <ATen/ops/add.h>
 #include <torch/autograd.h>

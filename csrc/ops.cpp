@@ -1,9 +1,7 @@
 // The op schemas (the public contract) and the C++ entry points that call them
 // through the dispatcher. Backends register kernels for these schemas in cpu/ and
-// cuda/; autograd.cpp and autocast.cpp wrap them.
-#include "involution.h"
-
-#include "cpu/involution_cpu.h"
+// cuda/; autograd.cpp and autocast.cpp wrap them. Nothing here depends on a backend.
+#include <involution_ext/involution.h>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -37,8 +35,6 @@ TORCH_LIBRARY(involution, m) {
   m.def(
       "backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, "
       "int[2] dilation, bool[2] output_mask) -> (Tensor grad_input, Tensor grad_weight)");
-  // Diagnostics: query or select the CPU kernels' instruction set (tests run each one).
-  m.def("_cpu_isa(str requested='') -> str", &cpu::cpu_isa);
 }
 
 }  // namespace involution

@@ -2,26 +2,12 @@
 // in python/involution_ext/_meta.py), so errors read the same everywhere.
 #pragma once
 
+#include "geometry.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
-#include <cstdint>
-
 namespace involution {
-
-// Sizes and hyper-parameters of one involution call, all as int64.
-struct Geometry {
-  int64_t B, C, G, H, W;
-  int64_t Kh, Kw, Ho, Wo;
-  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  int64_t channels_per_group() const { return C / G; }
-};
-
-// Output extent of a convolution-style window; may be <= 0 for impossible shapes.
-inline int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad,
-                                int64_t dil) {
-  return (in + 2 * pad - dil * (kernel - 1) - 1) / stride + 1;
-}
 
 // Validates input/weight/hyper-parameters and returns the geometry. `op` names the
 // calling op in messages.

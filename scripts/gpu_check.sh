@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU verification in one prepared script, for a machine lent with a GPU for a few minutes
-# (the project's CI has none). Two stages, each meant for one call of at most 10 minutes:
+# Checks the CUDA build on a machine with a GPU (CI has none: there the CUDA code is checked
+# by compilation, index simulation and CPU emulation, see docs/design.md). Two stages, each
+# under 10 minutes:
 #
 #   bash scripts/gpu_check.sh test    # build, CUDA test suite, the op benchmark
 #                                     # (bench_ops --device cuda), compute-sanitizer memcheck

@@ -242,7 +242,7 @@ Strides4 strides4(Layout l, int64_t C, int64_t H, int64_t W) {
 }
 // Strides of the (B, G, Kh, Kw, Ho, Wo) weight: contiguous, the view of a channels_last
 // (B, G*Kh*Kw, Ho, Wo) conv output (how Involution2d hands it over), or with a gap per row.
-Strides6 strides6(Layout l, const Shape& s) {
+Strides6 strides6(Layout l, const Geometry& s) {
   const int64_t K = s.taps(), HW = s.Ho * s.Wo;
   switch (l) {
     case Layout::NCHW: return {s.G * K * HW, K * HW, s.Kw * HW, HW, s.Wo, 1};
@@ -295,7 +295,7 @@ void compare(const char* what, const std::string& where, const T* got, const std
 
 // fn(b, g, u, v, i, j) for every weight element, in contiguous order.
 template <typename Fn>
-void for_each_weight(const Shape& s, Fn&& fn) {
+void for_each_weight(const Geometry& s, Fn&& fn) {
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t g = 0; g < s.G; ++g)
       for (int64_t u = 0; u < s.Kh; ++u)
@@ -305,9 +305,9 @@ void for_each_weight(const Shape& s, Fn&& fn) {
 }
 
 template <typename T>
-void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
+void run_case(const Geometry& s, Layout layout, std::mt19937_64& rng) {
   const std::string where = testing::describe(s) + " " + name(layout) + " " + dtype_name(T{});
-  const int64_t cg = s.cg(), K = s.taps();
+  const int64_t cg = s.channels_per_group(), K = s.taps();
   std::normal_distribution<float> normal;
   Strides4 xs, ys;
   auto x = make4<T>(layout, s.B, s.C, s.H, s.W, xs);
@@ -344,7 +344,7 @@ void run_case(const Shape& s, Layout layout, std::mt19937_64& rng) {
   std::vector<double> y_ref(y_off.size()), y_abs(y_off.size()), gx_ref(x_off.size()),
       gx_abs(x_off.size()), gw_ref(w_off.size()), gw_abs(w_off.size());
   for_each_weight(s, [&](int64_t b, int64_t g, int64_t u, int64_t v, int64_t i, int64_t j) {
-    const int64_t h = i * s.sh - s.ph + u * s.dh, ww = j * s.sw - s.pw + v * s.dw;
+    const int64_t h = i * s.stride_h - s.pad_h + u * s.dil_h, ww = j * s.stride_w - s.pad_w + v * s.dil_w;
     if (h < 0 || h >= s.H || ww < 0 || ww >= s.W) return;
     const double wv = as_double(w.data[at6(b, g, u, v, i, j)]);
     const int64_t wk = ((((b * s.G + g) * s.Kh + u) * s.Kw + v) * s.Ho + i) * s.Wo + j;
@@ -406,7 +406,7 @@ int main(int argc, char** argv) {
   const uint64_t seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20261128;
   // quick (for the slow ThreadSanitizer build): one layout per shape, in turn, fp32 and fp16.
   const bool quick = argc > 3 && std::strcmp(argv[3], "quick") == 0;
-  std::vector<Shape> shapes = {
+  std::vector<Geometry> shapes = {
       // RedNet-like (one 16-channel chunk per group), stride 2 on odd sizes
       {1, 32, 2, 14, 14, 7, 7, 0, 0, 1, 1, 3, 3, 1, 1},
       {2, 16, 1, 15, 17, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
@@ -424,7 +424,7 @@ int main(int argc, char** argv) {
     shapes.push_back(testing::random_shape(rng, {2, 18, 40, 5, 3, 3, 2}, {1, 2, 3, 16, 17}));
   int cases = 0, dtypes = quick ? 2 : 4, shape_index = 0;
   const Layout layouts[] = {Layout::NCHW, Layout::ChannelsLast, Layout::Strided};
-  for (Shape& s : shapes) {
+  for (Geometry& s : shapes) {
     ++shape_index;
     if (!testing::set_output_size(s)) continue;
     for (int li = 0; li < 3; ++li) {

@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+using namespace involution;
 using namespace involution::cuda;
 
 namespace {
@@ -76,7 +77,7 @@ void check_tile(const Plan& p, int64_t rows, int64_t cols) {
 // the first warp of a block, from the lanes' actual offsets: the most distinct 4-byte
 // words any of the 32 banks must serve (1 = one pass).
 template <typename Map>
-int64_t first_read_bank_conflicts(const Shape& s, const Plan& p, int64_t elem) {
+int64_t first_read_bank_conflicts(const Geometry& s, const Plan& p, int64_t elem) {
   const BlockCoord bc = block_coord(s, p, 0);
   const Window win = Map::window(s, p.tile, bc.h0, bc.w0);
   std::vector<std::vector<int64_t>> bank_words(32);
@@ -95,23 +96,23 @@ int64_t first_read_bank_conflicts(const Shape& s, const Plan& p, int64_t elem) {
 
 // Stride 1 (every RedNet involution but the stride-2 ones): fp32 and fp16 reads of the
 // compute loop are conflict-free for every tile shape, thanks to the row pitch.
-void check_bank_conflicts(const Shape& s) {
-  if (s.sh != 1 || s.sw != 1) return;
+void check_bank_conflicts(const Geometry& s) {
+  if (s.stride_h != 1 || s.stride_w != 1) return;
   for (int64_t elem : {4, 2}) {
     const Plan pf = plan_for<ForwardMap>(s, s.Ho, s.Wo, elem);
     if (pf.chunk > 0)
       EXPECT(first_read_bank_conflicts<ForwardMap>(s, pf, elem) == 1, "forward: %lld-way bank conflicts (tile %lldx%lld, pitch %lld, %lld-byte values)",
              (long long)first_read_bank_conflicts<ForwardMap>(s, pf, elem), (long long)pf.tile.h, (long long)pf.tile.w, (long long)pf.pitch, (long long)elem);
     const Plan pg = plan_for<GradInputMap>(s, s.H, s.W, elem);
-    if (pg.chunk > 0 && s.dh == 1 && s.dw == 1)
+    if (pg.chunk > 0 && s.dil_h == 1 && s.dil_w == 1)
       EXPECT(first_read_bank_conflicts<GradInputMap>(s, pg, elem) == 1, "grad_input: bank conflicts (tile %lldx%lld, pitch %lld)",
              (long long)pg.tile.h, (long long)pg.tile.w, (long long)pg.pitch);
   }
 }
 
-void check_shape(const Shape& s) {
+void check_shape(const Geometry& s) {
   check_bank_conflicts(s);
-  const int64_t cg = s.cg();
+  const int64_t cg = s.channels_per_group();
   // ---- forward and grad_weight (same plan: threads own output pixels) ----
   {
     const Plan p = plan_for<ForwardMap>(s, s.Ho, s.Wo, 4);
@@ -142,8 +143,8 @@ void check_shape(const Shape& s) {
               const int64_t r = t.r, col = t.col;
               EXPECT(t.wi == i && t.wj == j, "forward applies the pixel's own weight");
               EXPECT(r >= 0 && r < win.rows && col >= 0 && col < win.cols, "tap cell");
-              EXPECT(win.row0 + r == i * s.sh - s.ph + u * s.dh &&
-                         win.col0 + col == j * s.sw - s.pw + v * s.dw,
+              EXPECT(win.row0 + r == i * s.stride_h - s.pad_h + u * s.dil_h &&
+                         win.col0 + col == j * s.stride_w - s.pad_w + v * s.dil_w,
                      "tap (%lld,%lld) of (%lld,%lld) reads the wrong element", (long long)u,
                      (long long)v, (long long)i, (long long)j);
               if (p.chunk > 0)
@@ -181,9 +182,9 @@ void check_shape(const Shape& s) {
               // Definition: output (i, j) reads input (h, w) through tap (u, v).
               int64_t want_i = -1, want_j = -1;
               for (int64_t i = 0; i < s.Ho; ++i)
-                if (i * s.sh - s.ph + u * s.dh == h) want_i = i;
+                if (i * s.stride_h - s.pad_h + u * s.dil_h == h) want_i = i;
               for (int64_t j = 0; j < s.Wo; ++j)
-                if (j * s.sw - s.pw + v * s.dw == w) want_j = j;
+                if (j * s.stride_w - s.pad_w + v * s.dil_w == w) want_j = j;
               TapRead t{};
               const bool got = GradInputMap::tap(s, win, t.r, t.col, h, w, u, v, t);
               const int64_t i = t.wi, j = t.wj;
@@ -208,7 +209,7 @@ void check_shape(const Shape& s) {
 
 int main(int argc, char** argv) {
   const int n_random = argc > 1 ? std::atoi(argv[1]) : 150;
-  std::vector<Shape> shapes = {
+  std::vector<Geometry> shapes = {
       // RedNet stages (B=1 keeps it quick), stride 2, and windows too big for shared memory.
       {1, 64, 4, 56, 56, 7, 7, 0, 0, 1, 1, 3, 3, 1, 1},
       {1, 128, 8, 28, 28, 7, 7, 0, 0, 1, 1, 3, 3, 1, 1},
@@ -221,12 +222,12 @@ int main(int argc, char** argv) {
   };
   std::mt19937_64 rng(20261128);
   while (static_cast<int>(shapes.size()) < 5 + n_random) {
-    const Shape s = testing::random_shape(rng, {2, 40, 70, 7, 3, 4, 3}, {1, 2, 5, 16, 17, 33});
-    if (s.cg() > 16 && s.H * s.W > 400) continue;  // keep the run short
+    const Geometry s = testing::random_shape(rng, {2, 40, 70, 7, 3, 4, 3}, {1, 2, 5, 16, 17, 33});
+    if (s.channels_per_group() > 16 && s.H * s.W > 400) continue;  // keep the run short
     shapes.push_back(s);
   }
   int checked = 0;
-  for (Shape& s : shapes) {
+  for (Geometry& s : shapes) {
     if (!testing::set_output_size(s)) continue;
     check_shape(s);
     ++checked;

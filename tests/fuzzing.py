@@ -1,5 +1,5 @@
 """Fuzzing core shared by tests/test_fuzz.py (hypothesis + a fixed-seed batch) and
-benchmarks/fuzz_ops.py (long runs).
+tests/fuzz_ops.py (long runs).
 
 A legal case draws every dimension of the op's input space — B (including 0), C, G, H, W,
 Kh, Kw (including 1 and even sizes), stride, padding, dilation, dtype, memory format,

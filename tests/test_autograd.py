@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import involution_ext
+import involution_ext  # noqa: F401  (registers the op)
 from conftest import Case, assert_close_scaled, involution_loops, random_cases
 
 CASES = random_cases(80, seed=99)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from bench_models import verdicts  # noqa: E402
-from bench_ops import bandwidth_drift, noisy, rate, versus  # noqa: E402
+from common import bandwidth_drift, noisy, rate, versus  # noqa: E402
 
 
 def test_versus_says_faster_or_slower():

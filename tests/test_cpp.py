@@ -71,7 +71,7 @@ def test_bench_tiny_table_and_json(bench_binary, tmp_path):
     assert len(data["rows"]) == 2 * 3  # 2 shapes x (fwd, bwd, fwd+bwd)
     assert all(r["times_ms"]["involution"][0] > 0 for r in data["rows"])
     if __import__("importlib").util.find_spec("matplotlib"):
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plot_cpp_bench.py"), str(out)], check=True,
+        subprocess.run([sys.executable, str(ROOT / "tools" / "plot_cpp_bench.py"), str(out)], check=True,
                        capture_output=True)
         assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 

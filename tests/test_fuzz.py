@@ -1,5 +1,5 @@
 """Fuzzing the op against the fp64 reference (legal inputs) and the contract (illegal inputs).
-CI runs a fixed-seed batch and a hypothesis search; benchmarks/fuzz_ops.py runs long campaigns."""
+CI runs a fixed-seed batch and a hypothesis search; tests/fuzz_ops.py runs long campaigns."""
 
 from __future__ import annotations
 

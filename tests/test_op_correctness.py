@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import involution_ext
-from conftest import REL_TOL, Case, assert_close_scaled, involution_loops, random_cases
+from conftest import Case, assert_close_scaled, involution_loops, random_cases
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 CASES = random_cases(240, seed=1234)

@@ -1,7 +1,7 @@
 // involution_bench: times involution::forward / backward (called through the dispatcher,
 // as any LibTorch program would) against at::conv2d — dense 3x3 and depthwise 7x7 — at the
 // RedNet stage shapes, and optionally TorchScript models end to end. Prints a table of
-// medians, spreads and ratios and writes JSON (benchmarks/plot_cpp_bench.py draws it).
+// medians, spreads and ratios and writes JSON (tools/plot_cpp_bench.py draws it).
 //
 //   involution_bench [--device cpu|cuda] [--batch N] [--threads T] [--reps N] [--warmup N]
 //                    [--dtypes float32,float16,bfloat16] [--tiny] [--json OUT.json]
@@ -64,7 +64,7 @@ options:
   --dtypes LIST            comma-separated: float32,float64,float16,bfloat16
                            (default float32 on CPU, float32,float16,bfloat16 on CUDA)
   --tiny                   small shapes only (a quick smoke run)
-  --json OUT.json          also write the results as JSON (benchmarks/plot_cpp_bench.py draws it)
+  --json OUT.json          also write the results as JSON (tools/plot_cpp_bench.py draws it)
   --model NAME=PATH        time a TorchScript model end to end (repeatable)
   --model-batches LIST     batch sizes for --model (default 1,16)
   --check OUT.bin          write the op's outputs for fixed inputs (a cross-language check) and exit

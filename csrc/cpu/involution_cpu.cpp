@@ -1,7 +1,5 @@
 // CPU backend: picks the kernel build for this CPU, allocates outputs in the input's
 // memory format and hands raw pointers + strides to the kernels (kernels_isa.cpp).
-#include "cpu/involution_cpu.h"
-
 #include "cpu/kernels.h"
 #include "shape_check.h"
 #include "backend_common.h"
@@ -13,6 +11,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <string>
 #include <tuple>
 
 namespace involution::cpu {
@@ -143,16 +142,26 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_output,
   return {grad_input, grad_weight};
 }
 
-}  // namespace
-
+// Returns the instruction set the CPU kernels run with. A non-empty `requested` ("auto",
+// "default", "avx2", "avx512") selects one first; asking for one that this build or this CPU
+// lacks is an error. The initial choice is "auto", overridable with INVOLUTION_CPU_ISA.
 std::string cpu_isa(const std::string& requested) {
   if (!requested.empty()) active_isa().store(static_cast<int>(parse_isa(requested)));
   return isa_name(static_cast<Isa>(active_isa().load()));
 }
 
+}  // namespace
+
 TORCH_LIBRARY_IMPL(involution, CPU, m) {
   m.impl("forward", &forward_cpu);
   m.impl("backward", &backward_cpu);
+}
+
+// A process-wide setting, like torch.backends' flags, registered by the CPU backend itself so
+// the schema in ops.cpp does not depend on a backend: involution_ext.cpu_isa() reads or sets it
+// (tests run every instruction set; users can pin one, e.g. to compare them).
+TORCH_LIBRARY_FRAGMENT(involution, m) {
+  m.def("_cpu_isa(str requested='') -> str", &cpu_isa);
 }
 
 }  // namespace involution::cpu

@@ -1,6 +1,6 @@
 // Involution CPU kernels, compiled once per instruction set (see cmake/CpuIsa.cmake).
 //
-// Design (measured notes in shared/design/cpu-kernels.md):
+// Design (docs/design.md has the overview):
 // * A task is (batch, group, block of rows). It stages the rows it needs of the group's
 //   channels into a small per-thread buffer in the accumulator type, with a zero halo
 //   and with strided columns split into phases. The inner loops then have no bounds
@@ -69,12 +69,6 @@ inline void store(A* p, const V& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-inline int64_t ceil_div(int64_t a, int64_t b) {  // b > 0
-  return -floor_div(-a, b);
-}
 inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
 
 // dst[k] = src[(col0 + k * step) * col_stride] where 0 <= col0 + k*step < ncols, else 0,

@@ -20,11 +20,6 @@
 namespace involution::cuda {
 namespace {
 
-Shape to_shape(const Geometry& g) {
-  return {g.B, g.C, g.G, g.H, g.W, g.Kh, g.Kw, g.Ho, g.Wo,
-          g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w};
-}
-
 bool channels_inner(const at::Tensor& t) { return std::abs(t.stride(1)) < std::abs(t.stride(3)); }
 
 // Launches on the current stream (the caller holds the device guard).
@@ -42,7 +37,7 @@ struct StreamLaunch {
 };
 
 template <typename T>
-void launch_grad_weight(const Shape& s, const at::Tensor& grad_out, const at::Tensor& input,
+void launch_grad_weight(const Geometry& s, const at::Tensor& grad_out, const at::Tensor& input,
                         at::Tensor& grad_w) {
   const auto gy = view4<const T>(grad_out);
   const auto x = view4<const T>(input);
@@ -68,8 +63,7 @@ at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& weight, at::I
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_forward_cuda", [&] {
-    const Shape s = to_shape(g);
-    run_gather<scalar_t, ForwardMap>(StreamLaunch{}, s, view4<const scalar_t>(input), g.H, g.W,
+    run_gather<scalar_t, ForwardMap>(StreamLaunch{}, g, view4<const scalar_t>(input), g.H, g.W,
                                      view6<const scalar_t>(weight), view4<scalar_t>(out), g.Ho,
                                      g.Wo, channels_inner(input));
   });
@@ -87,15 +81,14 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_output,
   c10::cuda::CUDAGuard device_guard(input.device());
   auto [grad_input, grad_weight] = empty_grads(input, weight, output_mask);
   if (g.B == 0) return {grad_input, grad_weight};
-  const Shape s = to_shape(g);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_backward_cuda", [&] {
     if (grad_input.defined() && grad_input.numel() > 0)
-      run_gather<scalar_t, GradInputMap>(StreamLaunch{}, s, view4<const scalar_t>(grad_output),
+      run_gather<scalar_t, GradInputMap>(StreamLaunch{}, g, view4<const scalar_t>(grad_output),
                                          g.Ho, g.Wo, view6<const scalar_t>(weight),
                                          view4<scalar_t>(grad_input), g.H, g.W,
                                          channels_inner(grad_output));
-    if (grad_weight.defined()) launch_grad_weight<scalar_t>(s, grad_output, input, grad_weight);
+    if (grad_weight.defined()) launch_grad_weight<scalar_t>(g, grad_output, input, grad_weight);
   });
   return {grad_input, grad_weight};
 }

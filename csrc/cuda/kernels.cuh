@@ -134,7 +134,7 @@ __device__ __forceinline__ A window_value(const T* smem, const Window& win, int6
 // src = grad_output, out = grad_input, a gather over the taps that reach each pixel).
 template <typename T, typename Map, bool kStaged>
 __global__ void __launch_bounds__(kThreads)
-    gather_kernel(Shape s, Plan p, View4<const T> src, int64_t src_rows, int64_t src_cols,
+    gather_kernel(Geometry s, Plan p, View4<const T> src, int64_t src_rows, int64_t src_cols,
                   View6<const T> w, View4<T> out, int64_t out_rows, int64_t out_cols,
                   bool channel_fastest) {
   using A = acc_t<T>;
@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
   const auto [ty, tx, ph, pw] = thread_pixel(p, bc, threadIdx.x);
   const bool active = ph < out_rows && pw < out_cols;
   const Window win = Map::window(s, p.tile, bc.h0, bc.w0);
-  const int64_t cg = s.cg();
+  const int64_t cg = s.channels_per_group();
   const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
   const T* wplane = w.data + bc.b * w.s.b + bc.g * w.s.g;
   for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(kThreads)
 // fits one chunk, fp32 (a temporary) for half types with several chunks.
 template <typename T, typename O, bool kStaged>
 __global__ void __launch_bounds__(kThreads)
-    grad_weight_kernel(Shape s, Plan p, View4<const T> gy, View4<const T> x, View6<O> gw,
+    grad_weight_kernel(Geometry s, Plan p, View4<const T> gy, View4<const T> x, View6<O> gw,
                        bool channel_fastest) {
   using A = acc_t<T>;
   T* smem = shared_scratch<T>();
@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(kThreads)
   const auto [ty, tx, i, j] = thread_pixel(p, bc, threadIdx.x);
   const bool active = i < s.Ho && j < s.Wo;
   const Window win = input_window(s, p.tile, bc.h0, bc.w0);
-  const int64_t cg = s.cg();
+  const int64_t cg = s.channels_per_group();
   const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
   O* gwpix = gw.data + bc.b * gw.s.b + bc.g * gw.s.g + i * gw.s.i + j * gw.s.j;
   for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
@@ -229,7 +229,7 @@ __global__ void __launch_bounds__(kThreads)
 // forward (Map = ForwardMap: threads own output pixels) or grad_input (Map = GradInputMap:
 // threads own input pixels); out_rows/out_cols: that map's extent.
 template <typename T, typename Map, typename Launch>
-void run_gather(Launch&& launch, const Shape& s, View4<const T> src, int64_t src_rows,
+void run_gather(Launch&& launch, const Geometry& s, View4<const T> src, int64_t src_rows,
                 int64_t src_cols, View6<const T> w, View4<T> out, int64_t out_rows,
                 int64_t out_cols, bool channel_fastest) {
   const Plan p = plan_for<Map>(s, out_rows, out_cols, sizeof(T));
@@ -243,7 +243,7 @@ void run_gather(Launch&& launch, const Shape& s, View4<const T> src, int64_t src
 
 // grad_weight's threads own output pixels and stage input windows, as forward's do.
 template <typename T>
-Plan grad_weight_plan(const Shape& s) {
+Plan grad_weight_plan(const Geometry& s) {
   return plan_for<ForwardMap>(s, s.Ho, s.Wo, sizeof(T));
 }
 
@@ -251,14 +251,14 @@ Plan grad_weight_plan(const Shape& s) {
 // running sums then go through an fp32 scratch copy of grad_weight rather than being
 // rounded per chunk.
 template <typename T>
-bool grad_weight_needs_fp32_scratch(const Shape& s, const Plan& p) {
-  return !std::is_same_v<T, acc_t<T>> && s.cg() > (p.chunk > 0 ? p.chunk : kMaxChunk);
+bool grad_weight_needs_fp32_scratch(const Geometry& s, const Plan& p) {
+  return !std::is_same_v<T, acc_t<T>> && s.channels_per_group() > (p.chunk > 0 ? p.chunk : kMaxChunk);
 }
 
 // grad_weight by plan `p` (grad_weight_plan) into `gw` (O = T, or float for the scratch of
 // grad_weight_needs_fp32_scratch).
 template <typename T, typename O, typename Launch>
-void run_grad_weight(Launch&& launch, const Shape& s, const Plan& p, View4<const T> gy,
+void run_grad_weight(Launch&& launch, const Geometry& s, const Plan& p, View4<const T> gy,
                      View4<const T> x, View6<O> gw, bool channel_fastest) {
   if (p.chunk > 0)
     launch(grad_weight_kernel<T, O, true>, p.blocks, p.threads(), p.smem_elems() * sizeof(T), s,

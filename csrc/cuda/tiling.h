@@ -5,13 +5,9 @@
 // read stays in bounds — the hardest part of the kernels is tested without a GPU.
 #pragma once
 
-#include <cstdint>
+#include "geometry.h"
 
-#if defined(__CUDACC__)
-#define INVOLUTION_HD __host__ __device__ __forceinline__
-#else
-#define INVOLUTION_HD inline
-#endif
+#include <cstdint>
 
 namespace involution::cuda {
 
@@ -22,17 +18,6 @@ constexpr int kThreads = 256;
 constexpr int kMaxChunk = 16;
 // Shared memory a block may use without opting in to more (all architectures).
 constexpr int64_t kSmemBytes = 48 * 1024;
-
-struct Shape {
-  int64_t B, C, G, H, W, Kh, Kw, Ho, Wo, sh, sw, ph, pw, dh, dw;
-  INVOLUTION_HD int64_t cg() const { return C / G; }
-  INVOLUTION_HD int64_t taps() const { return Kh * Kw; }
-};
-
-INVOLUTION_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-INVOLUTION_HD int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
 // The pixels a block owns: h rows x w columns, one thread each.
 struct Tile {
@@ -58,23 +43,23 @@ struct Window {
 };
 
 // Input rows/columns read by the output tile starting at (i0, j0) (forward, grad_weight).
-INVOLUTION_HD Window input_window(const Shape& s, const Tile& t, int64_t i0, int64_t j0) {
-  return {i0 * s.sh - s.ph, j0 * s.sw - s.pw, (t.h - 1) * s.sh + (s.Kh - 1) * s.dh + 1,
-          (t.w - 1) * s.sw + (s.Kw - 1) * s.dw + 1};
+INVOLUTION_HD Window input_window(const Geometry& s, const Tile& t, int64_t i0, int64_t j0) {
+  return {i0 * s.stride_h - s.pad_h, j0 * s.stride_w - s.pad_w, (t.h - 1) * s.stride_h + (s.Kh - 1) * s.dil_h + 1,
+          (t.w - 1) * s.stride_w + (s.Kw - 1) * s.dil_w + 1};
 }
 
 // Output rows/columns that touch the input tile starting at (h0, w0) (grad_input).
-INVOLUTION_HD Window output_window(const Shape& s, const Tile& t, int64_t h0, int64_t w0) {
-  const int64_t r0 = ceil_div(h0 + s.ph - (s.Kh - 1) * s.dh, s.sh);
-  const int64_t r1 = floor_div(h0 + t.h - 1 + s.ph, s.sh);
-  const int64_t c0 = ceil_div(w0 + s.pw - (s.Kw - 1) * s.dw, s.sw);
-  const int64_t c1 = floor_div(w0 + t.w - 1 + s.pw, s.sw);
+INVOLUTION_HD Window output_window(const Geometry& s, const Tile& t, int64_t h0, int64_t w0) {
+  const int64_t r0 = ceil_div(h0 + s.pad_h - (s.Kh - 1) * s.dil_h, s.stride_h);
+  const int64_t r1 = floor_div(h0 + t.h - 1 + s.pad_h, s.stride_h);
+  const int64_t c0 = ceil_div(w0 + s.pad_w - (s.Kw - 1) * s.dil_w, s.stride_w);
+  const int64_t c1 = floor_div(w0 + t.w - 1 + s.pad_w, s.stride_w);
   return {r0, c0, r1 >= r0 ? r1 - r0 + 1 : 0, c1 >= c0 ? c1 - c0 + 1 : 0};
 }
 
 // Largest output_window over all tiles, for sizing shared memory.
-INVOLUTION_HD Window max_output_window(const Shape& s, const Tile& t) {
-  return {0, 0, (t.h - 1 + (s.Kh - 1) * s.dh) / s.sh + 2, (t.w - 1 + (s.Kw - 1) * s.dw) / s.sw + 2};
+INVOLUTION_HD Window max_output_window(const Geometry& s, const Tile& t) {
+  return {0, 0, (t.h - 1 + (s.Kh - 1) * s.dil_h) / s.stride_h + 2, (t.w - 1 + (s.Kw - 1) * s.dil_w) / s.stride_w + 2};
 }
 
 // Launch plan shared by host code and the CPU simulation. Blocks are linear over
@@ -92,7 +77,7 @@ struct Plan {
 struct BlockCoord {
   int64_t b, g, h0, w0;  // batch, group, first pixel row/column of the tile
 };
-INVOLUTION_HD BlockCoord block_coord(const Shape& s, const Plan& p, int64_t block) {
+INVOLUTION_HD BlockCoord block_coord(const Geometry& s, const Plan& p, int64_t block) {
   const int64_t tw = block % p.tiles_w;
   const int64_t th = (block / p.tiles_w) % p.tiles_h;
   const int64_t bg = block / (p.tiles_w * p.tiles_h);
@@ -171,22 +156,22 @@ INVOLUTION_HD int64_t smem_pitch(int64_t cols, const Tile& t, int64_t row_step, 
 
 // Forward / grad_weight: thread (ty, tx) owns output pixel (h0 + ty, w0 + tx); tap (u, v)
 // reads window cell (ty*sh + u*dh, tx*sw + v*dw), i.e. input (i*sh - ph + u*dh, ...).
-INVOLUTION_HD int64_t forward_tap_row(const Shape& s, int64_t ty, int64_t u) {
-  return ty * s.sh + u * s.dh;
+INVOLUTION_HD int64_t forward_tap_row(const Geometry& s, int64_t ty, int64_t u) {
+  return ty * s.stride_h + u * s.dil_h;
 }
-INVOLUTION_HD int64_t forward_tap_col(const Shape& s, int64_t tx, int64_t v) {
-  return tx * s.sw + v * s.dw;
+INVOLUTION_HD int64_t forward_tap_col(const Geometry& s, int64_t tx, int64_t v) {
+  return tx * s.stride_w + v * s.dil_w;
 }
 
 // grad_input: input pixel (h, w) gathers from output (i, j) = ((h+ph-u*dh)/sh, (w+pw-v*dw)/sw)
 // for the taps where both divide exactly and (i, j) lies in the output. Returns false
 // for taps that do not contribute.
-INVOLUTION_HD bool grad_input_tap(const Shape& s, int64_t h, int64_t w, int64_t u, int64_t v,
+INVOLUTION_HD bool grad_input_tap(const Geometry& s, int64_t h, int64_t w, int64_t u, int64_t v,
                                   int64_t& i, int64_t& j) {
-  const int64_t nh = h + s.ph - u * s.dh, nw = w + s.pw - v * s.dw;
-  if (nh < 0 || nw < 0 || nh % s.sh != 0 || nw % s.sw != 0) return false;
-  i = nh / s.sh;
-  j = nw / s.sw;
+  const int64_t nh = h + s.pad_h - u * s.dil_h, nw = w + s.pad_w - v * s.dil_w;
+  if (nh < 0 || nw < 0 || nh % s.stride_h != 0 || nw % s.stride_w != 0) return false;
+  i = nh / s.stride_h;
+  j = nw / s.stride_w;
   return i < s.Ho && j < s.Wo;
 }
 
@@ -198,32 +183,32 @@ struct TapRead {
   int64_t r, col, wi, wj;
 };
 struct ForwardMap {  // pixels: output (i, j); source: input
-  INVOLUTION_HD static Window window(const Shape& s, const Tile& t, int64_t h0, int64_t w0) {
+  INVOLUTION_HD static Window window(const Geometry& s, const Tile& t, int64_t h0, int64_t w0) {
     return input_window(s, t, h0, w0);
   }
-  INVOLUTION_HD static Window max_window(const Shape& s, const Tile& t) {
+  INVOLUTION_HD static Window max_window(const Geometry& s, const Tile& t) {
     return input_window(s, t, 0, 0);
   }
   // Window rows / columns between adjacent threads' reads.
-  INVOLUTION_HD static int64_t row_step(const Shape& s) { return s.sh; }
-  INVOLUTION_HD static int64_t col_step(const Shape& s) { return s.sw; }
-  INVOLUTION_HD static bool tap(const Shape& s, const Window&, int64_t ty, int64_t tx, int64_t i,
+  INVOLUTION_HD static int64_t row_step(const Geometry& s) { return s.stride_h; }
+  INVOLUTION_HD static int64_t col_step(const Geometry& s) { return s.stride_w; }
+  INVOLUTION_HD static bool tap(const Geometry& s, const Window&, int64_t ty, int64_t tx, int64_t i,
                                 int64_t j, int64_t u, int64_t v, TapRead& t) {
     t = {forward_tap_row(s, ty, u), forward_tap_col(s, tx, v), i, j};
     return true;
   }
 };
 struct GradInputMap {  // pixels: input (h, w); source: grad_output
-  INVOLUTION_HD static Window window(const Shape& s, const Tile& t, int64_t h0, int64_t w0) {
+  INVOLUTION_HD static Window window(const Geometry& s, const Tile& t, int64_t h0, int64_t w0) {
     return output_window(s, t, h0, w0);
   }
-  INVOLUTION_HD static Window max_window(const Shape& s, const Tile& t) {
+  INVOLUTION_HD static Window max_window(const Geometry& s, const Tile& t) {
     return max_output_window(s, t);
   }
   // Stride 1: adjacent threads read adjacent cells; larger strides skip taps irregularly.
-  INVOLUTION_HD static int64_t row_step(const Shape&) { return 1; }
-  INVOLUTION_HD static int64_t col_step(const Shape&) { return 1; }
-  INVOLUTION_HD static bool tap(const Shape& s, const Window& win, int64_t, int64_t, int64_t h,
+  INVOLUTION_HD static int64_t row_step(const Geometry&) { return 1; }
+  INVOLUTION_HD static int64_t col_step(const Geometry&) { return 1; }
+  INVOLUTION_HD static bool tap(const Geometry& s, const Window& win, int64_t, int64_t, int64_t h,
                                 int64_t w, int64_t u, int64_t v, TapRead& t) {
     int64_t i, j;
     if (!grad_input_tap(s, h, w, u, v, i, j)) return false;
@@ -236,7 +221,7 @@ struct GradInputMap {  // pixels: input (h, w); source: grad_output
 // forward and grad_weight, GradInputMap for grad_input; their tiles stage at most
 // Map::max_window); elem: bytes per staged value.
 template <typename Map>
-INVOLUTION_HD Plan plan_for(const Shape& s, int64_t rows, int64_t cols, int64_t elem) {
+INVOLUTION_HD Plan plan_for(const Geometry& s, int64_t rows, int64_t cols, int64_t elem) {
   Plan p{};
   p.tile = choose_tile(rows, cols);
   p.tiles_h = ceil_div(rows, p.tile.h);
@@ -246,7 +231,7 @@ INVOLUTION_HD Plan plan_for(const Shape& s, int64_t rows, int64_t cols, int64_t 
   p.pitch = smem_pitch(window.cols, p.tile, Map::row_step(s), Map::col_step(s), elem);
   p.window_cells = window.rows * p.pitch;
   const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
-  int64_t chunk = s.cg() < fit ? s.cg() : fit;
+  int64_t chunk = s.channels_per_group() < fit ? s.channels_per_group() : fit;
   if (chunk > kMaxChunk) chunk = kMaxChunk;
   p.chunk = chunk;  // 0: even one channel's window does not fit; read global memory
   return p;

@@ -6,7 +6,6 @@ RedNet-50; ``heatmap`` draws the kernel heat maps of one involution layer (Fig. 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 

@@ -11,7 +11,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .functional import IntPair, _pair
 
 
 class ConvBNAct(nn.Module):

@@ -2,7 +2,7 @@
 pass, involution vs dense 3x3 and depthwise 7x7 convolution at each shape (log scale), plus the
 TorchScript end-to-end times if present.
 
-    python benchmarks/plot_cpp_bench.py benchmarks/results/cpp_bench_cpu.json [--out PNG]
+    python tools/plot_cpp_bench.py benchmarks/results/cpp_bench_cpu.json [--out PNG]
 """
 
 from __future__ import annotations

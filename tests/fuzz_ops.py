@@ -1,7 +1,7 @@
 """Long fuzzing campaign: the op against the independent fp64 reference over the whole legal
 input space, and illegal inputs against the contract (tests/fuzzing.py has the generators).
 
-    python benchmarks/fuzz_ops.py --cases 10000 --seed 0
+    python tests/fuzz_ops.py --cases 10000 --seed 0
 
 Prints the counts by dtype and layout and every failure (with the case to reproduce it);
 exits non-zero if any case failed.
@@ -14,11 +14,10 @@ import collections
 import random
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import involution_ext  # noqa: E402,F401
-from fuzzing import check_illegal, check_legal, draw_legal  # noqa: E402
+from fuzzing import check_illegal, check_legal, draw_legal  # beside this script
+
+import involution_ext  # noqa: F401  (registers the op)
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Prints a bench_ops JSON result as the Markdown table the README shows.
 
-    python benchmarks/results_table.py benchmarks/results/bench_ops_cpu.json [--dtype float32]
+    python tools/results_table.py benchmarks/results/bench_ops_cpu.json [--dtype float32]
         [--batch 32] [--layout NCHW]
 
 CUDA results also get the per-element baseline kernel's time and our speed-up over it.

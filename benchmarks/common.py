@@ -1,0 +1,152 @@
+"""What the benchmarks share: timing, copy bandwidth, peak memory, the machine's description,
+how ratios are phrased and when a run counts as disturbed, where results go, and stopping a
+run early without losing what it measured. Imported by the benchmark scripts (their folder is
+on sys.path when they run) and by tests/test_benchmarks.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import involution_ext
+
+ROOT = Path(__file__).resolve().parent.parent
+# Runs write here unless told otherwise; benchmarks/results/ holds the committed results,
+# updated on purpose only (--results-dir benchmarks/results).
+DEFAULT_RESULTS = ROOT / "build" / "benchmarks"
+
+
+def results_dir(parser_value: str) -> Path:
+    return Path(parser_value) if parser_value else DEFAULT_RESULTS
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, min_reps, budget_s):
+    """Median and spread (max - min of the middle half) in ms after a warm-up."""
+    fn()
+    fn()
+    sync(device)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 200):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    q = len(times) // 4
+    mid = times[q : len(times) - q] or times
+    return statistics.median(times), mid[-1] - mid[0]
+
+
+# A measurement whose spread (middle half) exceeds this fraction of its median, or copy
+# bandwidths before and after a run that differ by more, mark the run as disturbed: its
+# ratios are printed but no verdict is drawn from them.
+NOISE_LIMIT = 0.2
+
+
+def versus(reference_ms, ours_ms):
+    """Ours against a reference, phrased the right way round: '3.2x faster' or '1.4x slower'."""
+    ratio = reference_ms / ours_ms
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
+def rate(per_second):
+    """A throughput with the digits it needs: 9291, 28.4, 0.73."""
+    return f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.1f}" if per_second >= 10 else f"{per_second:.2f}"
+
+
+def noisy(median_ms, spread_ms):
+    return spread_ms > NOISE_LIMIT * median_ms
+
+
+def bandwidth_drift(before_gbps, after_gbps):
+    """The reason a run counts as disturbed by its copy-bandwidth checks, or ''."""
+    change = abs(after_gbps - before_gbps) / max(before_gbps, after_gbps)
+    if change > NOISE_LIMIT:
+        return (f"copy bandwidth {before_gbps:.1f} GB/s before and {after_gbps:.1f} GB/s after the run "
+                f"({100 * change:.0f} % apart): the machine was busy with something else")
+    return ""
+
+
+def _rss_kb(field_name):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_extra_mb(fn, device):
+    """Peak memory the call adds on top of what was resident before it, in MB."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:  # Linux: writing 5 to clear_refs resets the peak-RSS mark (VmHWM).
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed pages back, so reuse shows up
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return float("nan")
+    base = _rss_kb("VmRSS:")
+    fn()
+    return max(0, _rss_kb("VmHWM:") - base) / 1024
+
+
+def copy_bandwidth_gbps(device, nbytes=256 * 2**20):
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    t, _ = timeit(lambda: dst.copy_(src), device, 10, 1.0)
+    return 2 * nbytes / (t * 1e-3) / 1e9  # read + write
+
+
+def machine(device):
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["device"] = torch.cuda.get_device_name()
+    else:
+        model = platform.processor()
+        try:
+            with open("/proc/cpuinfo") as f:
+                model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        info["device"] = f"{model}, {os.cpu_count()} logical cores"
+        info["cpu_isa"] = involution_ext.cpu_isa()
+    return info
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def until_stopped(info, rows):
+    """Runs the measurements in the block; a time limit (timeout's SIGTERM) or Ctrl-C stops
+    them early and the rows measured so far are kept. info["complete"] says which."""
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    info["complete"] = False
+    try:
+        yield
+        info["complete"] = True
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: writing the {len(rows)} rows measured so far")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
