@@ -1,5 +1,6 @@
 // CPU backend: picks the kernel build for this CPU, allocates outputs in the input's
-// memory format and hands raw pointers + strides to the kernels (kernels_isa.cpp).
+// memory format and hands raw pointers + strides to the kernels (forward.cpp, grad_input.cpp,
+// grad_weight.cpp).
 #include "cpu/kernels.h"
 #include "shape_check.h"
 #include "backend_common.h"
@@ -82,27 +83,38 @@ std::atomic<int>& active_isa() {
   return isa;
 }
 
-// Calls the kernel `name` of the active ISA build (only builds compiled in are named).
-#ifdef INVOLUTION_HAVE_ISA_AVX512
-#define INVOLUTION_CASE_AVX512(name, ...) \
-  case Isa::Avx512: isa_avx512::name<scalar_t>(__VA_ARGS__); break;
-#else
-#define INVOLUTION_CASE_AVX512(name, ...)
-#endif
+// The three kernels of one instruction-set build for dtype T.
+template <typename T>
+struct KernelTable {
+  void (*forward)(const Geometry&, View4<const T>, View6<const T>, View4<T>);
+  void (*grad_input)(const Geometry&, View4<const T>, View6<const T>, View4<T>);
+  void (*grad_weight)(const Geometry&, View4<const T>, View4<const T>, View6<T>);
+};
+
+#define INVOLUTION_KERNEL_TABLE(ns) \
+  KernelTable<T> { &ns::forward<T>, &ns::grad_input<T>, &ns::grad_weight<T> }
+
+// The kernels of the active instruction set: one table per build, made once (a build not
+// compiled in is never active, see isa_available).
+template <typename T>
+const KernelTable<T>& kernels() {
+  static const KernelTable<T> tables[] = {
+      INVOLUTION_KERNEL_TABLE(isa_default),
 #ifdef INVOLUTION_HAVE_ISA_AVX2
-#define INVOLUTION_CASE_AVX2(name, ...) \
-  case Isa::Avx2: isa_avx2::name<scalar_t>(__VA_ARGS__); break;
+      INVOLUTION_KERNEL_TABLE(isa_avx2),
 #else
-#define INVOLUTION_CASE_AVX2(name, ...)
+      INVOLUTION_KERNEL_TABLE(isa_default),
 #endif
-#define INVOLUTION_CALL_ISA(name, ...)                             \
-  do {                                                             \
-    switch (static_cast<Isa>(active_isa().load())) {               \
-      INVOLUTION_CASE_AVX512(name, __VA_ARGS__)                    \
-      INVOLUTION_CASE_AVX2(name, __VA_ARGS__)                      \
-      default: isa_default::name<scalar_t>(__VA_ARGS__); break;    \
-    }                                                              \
-  } while (0)
+#ifdef INVOLUTION_HAVE_ISA_AVX512
+      INVOLUTION_KERNEL_TABLE(isa_avx512),
+#else
+      INVOLUTION_KERNEL_TABLE(isa_default),
+#endif
+  };
+  static_assert(static_cast<int>(Isa::Avx2) == 1 && static_cast<int>(Isa::Avx512) == 2);
+  return tables[active_isa().load()];
+}
+#undef INVOLUTION_KERNEL_TABLE
 
 at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                        at::IntArrayRef padding, at::IntArrayRef dilation) {
@@ -114,8 +126,8 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, at::In
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_forward_cpu", [&] {
-    INVOLUTION_CALL_ISA(forward, g, view4<const scalar_t>(input), view6<const scalar_t>(weight),
-                        view4<scalar_t>(out));
+    kernels<scalar_t>().forward(g, view4<const scalar_t>(input), view6<const scalar_t>(weight),
+                                view4<scalar_t>(out));
   });
   return out;
 }
@@ -133,11 +145,11 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_output,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_backward_cpu", [&] {
     if (grad_input.defined() && grad_input.numel() > 0)
-      INVOLUTION_CALL_ISA(grad_input, g, view4<const scalar_t>(grad_output),
-                          view6<const scalar_t>(weight), view4<scalar_t>(grad_input));
+      kernels<scalar_t>().grad_input(g, view4<const scalar_t>(grad_output),
+                                     view6<const scalar_t>(weight), view4<scalar_t>(grad_input));
     if (grad_weight.defined())
-      INVOLUTION_CALL_ISA(grad_weight, g, view4<const scalar_t>(grad_output),
-                          view4<const scalar_t>(input), view6<scalar_t>(grad_weight));
+      kernels<scalar_t>().grad_weight(g, view4<const scalar_t>(grad_output),
+                                      view4<const scalar_t>(input), view6<scalar_t>(grad_weight));
   });
   return {grad_input, grad_weight};
 }

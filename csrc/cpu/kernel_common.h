@@ -1,4 +1,6 @@
-// Involution CPU kernels, compiled once per instruction set (see cmake/CpuIsa.cmake).
+// What the CPU kernels share: vector types, staging of input rows and weights, the division
+// of the work into tasks. Included by forward.cpp, grad_input.cpp and grad_weight.cpp, each
+// compiled once per instruction set (cmake/CpuIsa.cmake) into namespace isa_<name>.
 //
 // Design (docs/design.md has the overview):
 // * A task is (batch, group, block of rows). It stages the rows it needs of the group's
@@ -12,6 +14,8 @@
 // * Every output element is computed by exactly one task in a fixed order (grad_input
 //   is a gather, grad_weight reduces channels inside its task), so results are bitwise
 //   identical run to run and for any thread count. No atomics.
+#pragma once
+
 #include "cpu/kernels.h"
 
 #include <ATen/Parallel.h>
@@ -287,222 +291,6 @@ struct StagedInput {
   }
 };
 
-// ---------------------------------------------------------------- forward ----------
-
-template <typename T, int VB>
-void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T> y) {
-  using A = acc_t<T>;
-  constexpr int64_t VL = kLanes<A, VB>;
-  const int64_t cg = g.channels_per_group();
-  const int64_t taps = g.Kh * g.Kw;
-  const int64_t wo_padded = round_up(g.Wo, VL);
-  const RowTasks tasks(g, g.Ho);
-  const int64_t wo_bytes = g.Wo * static_cast<int64_t>(sizeof(T));
-
-  // fp32/fp64 weights with unit column stride are read in place, whole vectors even
-  // past the row end: lanes j >= Wo only feed output lanes that are never stored. A
-  // row is staged (converted, zero tail) when its dtype or stride differs, or when a
-  // vector read would leave the weight tensor's footprint.
-  const bool direct = std::is_same_v<T, A> && w.s.j == 1;
-  const bool prefetch = taps * g.Ho * wo_bytes > 64 * 1024;
-  const T* w_end = w.data + 1 + (g.B - 1) * w.s.b + (g.G - 1) * w.s.g + (g.Kh - 1) * w.s.u +
-                   (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
-
-  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-    StagedInput<T, A> xs(g, wo_padded, tasks.per);
-    std::vector<A> wrow(taps * wo_padded);  // staged weights of one output row
-    std::vector<const A*> wp(taps);          // per tap: weights of the current row
-    std::vector<int64_t> w_tap_offset(taps);
-    for (int64_t tap = 0; tap < taps; ++tap)
-      w_tap_offset[tap] = (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v;
-    for (int64_t task = begin; task < end; ++task) {
-      const auto [b, grp, i0, i1] = tasks[task];
-      xs.stage(x, b, grp, i0, i1);
-      const T* wplane = w.data + b * w.s.b + grp * w.s.g;
-      for (int64_t i = i0; i < i1; ++i) {
-        if (!direct) {
-          stage_weight_rows(wrow.data(), wo_padded, 0, wplane, g, w.s, i, 1, wo_padded, 0);
-          for (int64_t tap = 0; tap < taps; ++tap) wp[tap] = &wrow[tap * wo_padded];
-        }
-        for (int64_t tap = 0; direct && tap < taps; ++tap) {
-          const T* src = wplane + w_tap_offset[tap] + i * w.s.i;
-          if constexpr (std::is_same_v<T, A>) {
-            if (w_end - src >= wo_padded) {
-              wp[tap] = src;
-              // The weight is 49 concurrent streams for K=7, more than the hardware
-              // prefetcher follows: fetch the next row's segments by hand (unless the
-              // group's whole weight slab is small enough to stay in cache anyway).
-              if (prefetch && i + 1 < i1)
-                for (int64_t off = 0; off < wo_bytes; off += 64)
-                  __builtin_prefetch(reinterpret_cast<const char*>(src + w.s.i) + off);
-              continue;
-            }
-          }
-          stage_line(&wrow[tap * wo_padded], wo_padded, src, 0, 1, w.s.j, g.Wo);
-          wp[tap] = &wrow[tap * wo_padded];
-        }
-        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
-          constexpr int CB = decltype(cb)::value;
-          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
-          T* yrow = y.data + b * y.s.b + (grp * cg + c0) * y.s.c + i * y.s.h;
-          for (int64_t j = 0; j < wo_padded; j += VL) {
-            Vec<A, VB> acc[CB] = {};
-            for (int64_t tap = 0; tap < taps; ++tap) {
-              const Vec<A, VB> wv = load<VB>(wp[tap] + j);
-              const A* xp = xrow + xs.offset(i - i0, tap) + j;
-#pragma GCC unroll 16
-              for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(xp + c * xs.channel_stride);
-            }
-            const int64_t n = std::min(VL, g.Wo - j);
-#pragma GCC unroll 16
-            for (int c = 0; c < CB; ++c) store_lanes<A>(yrow + c * y.s.c + j * y.s.w, y.s.w, acc[c], n);
-          }
-        });
-      }
-    }
-  });
-}
-
-// ------------------------------------------------------------ grad_weight ----------
-// grad_w[b,g,u,v,i,j] = sum_{c in g} grad_y[b,c,i,j] * x[b,c,i*s-p+u*d, j*s-p+v*d]
-
-template <typename T, int VB>
-void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, View6<T> gw) {
-  using A = acc_t<T>;
-  constexpr int64_t VL = kLanes<A, VB>;
-  const int64_t cg = g.channels_per_group();
-  const int64_t taps = g.Kh * g.Kw;
-  const int64_t wo_padded = round_up(g.Wo, VL);
-  const RowTasks tasks(g, g.Ho);
-
-  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-    StagedInput<T, A> xs(g, wo_padded, tasks.per);
-    std::vector<A> gyrow(cg * wo_padded);    // grad_y of one output row, per channel
-    std::vector<A> gwrow(taps * wo_padded);  // grad_w of one output row, per tap
-    for (int64_t task = begin; task < end; ++task) {
-      const auto [b, grp, i0, i1] = tasks[task];
-      xs.stage(x, b, grp, i0, i1);
-      for (int64_t i = i0; i < i1; ++i) {
-        stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
-                    LineBlock{cg, 1, wo_padded, wo_padded, 0, gy.s.c, gy.s.h, gy.s.w, i, g.Ho, 0,
-                              1, g.Wo});
-        bool first_block = true;
-        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
-          constexpr int CB = decltype(cb)::value;
-          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
-          for (int64_t j = 0; j < wo_padded; j += VL) {
-            Vec<A, VB> gyv[CB];
-#pragma GCC unroll 16
-            for (int c = 0; c < CB; ++c) gyv[c] = load<VB>(&gyrow[(c0 + c) * wo_padded + j]);
-            for (int64_t tap = 0; tap < taps; ++tap) {
-              const A* xp = xrow + xs.offset(i - i0, tap) + j;
-              // Two partial sums halve the FMA dependency chain; the order is fixed.
-              Vec<A, VB> s0 = gyv[0] * load<VB>(xp), s1 = {};
-#pragma GCC unroll 16
-              for (int c = 1; c < CB; ++c) {
-                const Vec<A, VB> p = gyv[c] * load<VB>(xp + c * xs.channel_stride);
-                if (c % 2) s1 += p; else s0 += p;
-              }
-              A* out = &gwrow[tap * wo_padded + j];
-              store(out, first_block ? s0 + s1 : load<VB>(out) + (s0 + s1));
-            }
-          }
-          first_block = false;
-        });
-        T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
-        for (int64_t tap = 0; tap < taps; ++tap) {
-          T* d = dst + (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
-          for (int64_t j = 0; j < g.Wo; j += VL)
-            store_lanes<A>(d + j * gw.s.j, gw.s.j, load<VB>(&gwrow[tap * wo_padded + j]),
-                        std::min(VL, g.Wo - j));
-        }
-      }
-    }
-  });
-}
-
-// ------------------------------------------------------------- grad_input ----------
-// grad_x[b,c,h,w] = sum over taps (u,v) with (h+p-u*d) % s == 0 and (w+p-v*d) % s == 0 of
-//   weight[b,g,u,v,i,j] * grad_y[b,c,i,j],  i = (h+p-u*d)/s, j = (w+p-v*d)/s.
-// A gather: each task owns a block of input rows. Columns are visited per residue
-// rw = w mod stride_w, where the valid taps are the same for every column and
-// j = t + offset(v) is contiguous in t = w / stride_w — so the loop vectorizes over t.
-
-template <typename T, int VB>
-void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, View4<T> gx) {
-  using A = acc_t<T>;
-  constexpr int64_t VL = kLanes<A, VB>;
-  const int64_t cg = g.channels_per_group();
-  const int64_t taps = g.Kh * g.Kw;
-  const int64_t sh = g.stride_h, sw = g.stride_w;
-  const int64_t t_padded = round_up(ceil_div(g.W, sw), VL);
-  // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
-  const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
-  const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
-  const RowTasks tasks(g, g.H);
-  const int64_t max_out_rows = (tasks.per - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
-
-  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> gybuf(cg * max_out_rows * staged_width);
-    std::vector<A> wbuf(taps * max_out_rows * staged_width);
-    std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
-    for (int64_t task = begin; task < end; ++task) {
-      const auto [b, grp, h0, h1] = tasks[task];
-      // Output rows that touch input rows [h0, h1).
-      const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
-      const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
-      const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
-      const int64_t gy_cstride = ni * staged_width;
-      stage_lines(gybuf.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
-                  LineBlock{cg, ni, staged_width, gy_cstride, staged_width, gy.s.c, gy.s.h,
-                            gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo});
-      stage_weight_rows(wbuf.data(), ni * staged_width, staged_width,
-                        w.data + b * w.s.b + grp * w.s.g, g, w.s, ilo, ni, staged_width, col_lo);
-
-      for (int64_t h = h0; h < h1; ++h) {
-        for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
-          int64_t ntaps = 0;
-          for (int64_t u = 0; u < g.Kh; ++u) {
-            const int64_t num_h = h + g.pad_h - u * g.dil_h;
-            if (floor_div(num_h, sh) * sh != num_h) continue;
-            const int64_t i = num_h / sh;
-            if (i < ilo || i > ihi) continue;
-            for (int64_t v = 0; v < g.Kw; ++v) {
-              const int64_t num_w = rw + g.pad_w - v * g.dil_w;
-              if (floor_div(num_w, sw) * sw != num_w) continue;
-              const int64_t k = floor_div(num_w, sw) - col_lo;
-              w_off[ntaps] = ((u * g.Kw + v) * ni + (i - ilo)) * staged_width + k;
-              gy_off[ntaps] = (i - ilo) * staged_width + k;
-              ++ntaps;
-            }
-          }
-          const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
-          for_each_channel_block(cg, [&](auto cb, int64_t c0) {
-            constexpr int CB = decltype(cb)::value;
-            const A* gyc = gybuf.data() + c0 * gy_cstride;
-            T* dst = gx.data + b * gx.s.b + (grp * cg + c0) * gx.s.c + h * gx.s.h + rw * gx.s.w;
-            for (int64_t t = 0; t < count; t += VL) {
-              Vec<A, VB> acc[CB] = {};
-              for (int64_t n = 0; n < ntaps; ++n) {
-                const Vec<A, VB> wv = load<VB>(&wbuf[w_off[n] + t]);
-                const A* gp = gyc + gy_off[n] + t;
-#pragma GCC unroll 16
-                for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * gy_cstride);
-              }
-              const int64_t m = std::min(VL, count - t);
-#pragma GCC unroll 16
-              for (int c = 0; c < CB; ++c)
-                store_lanes<A>(dst + c * gx.s.c + t * sw * gx.s.w, sw * gx.s.w, acc[c], m);
-            }
-          });
-        }
-      }
-    }
-  });
-}
-
-}  // namespace
-
 // Runs impl with 32-byte vectors when `width` fits in them on an AVX-512 build (see Vec),
 // else with the build's full vectors.
 template <typename T, typename Impl>
@@ -513,31 +301,9 @@ void with_vector_width(int64_t width, Impl&& impl) {
   impl(std::integral_constant<int, kVecBytes>{});
 }
 
-template <typename T>
-void forward(const Geometry& g, View4<const T> input, View6<const T> weight, View4<T> out) {
-  with_vector_width<T>(g.Wo, [&](auto vb) { forward_impl<T, vb()>(g, input, weight, out); });
-}
-template <typename T>
-void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weight,
-                View4<T> grad_in) {
-  with_vector_width<T>(ceil_div(g.W, g.stride_w), [&](auto vb) {
-    grad_input_impl<T, vb()>(g, grad_out, weight, grad_in);
-  });
-}
-template <typename T>
-void grad_weight(const Geometry& g, View4<const T> grad_out, View4<const T> input,
-                 View6<T> grad_w) {
-  with_vector_width<T>(g.Wo, [&](auto vb) { grad_weight_impl<T, vb()>(g, grad_out, input, grad_w); });
-}
-
-#define INVOLUTION_INSTANTIATE(T)                                                  \
-  template void forward<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>);    \
-  template void grad_input<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>); \
-  template void grad_weight<T>(const Geometry&, View4<const T>, View4<const T>, View6<T>);
-INVOLUTION_INSTANTIATE(float)
-INVOLUTION_INSTANTIATE(double)
-INVOLUTION_INSTANTIATE(c10::Half)
-INVOLUTION_INSTANTIATE(c10::BFloat16)
-#undef INVOLUTION_INSTANTIATE
-
+}  // namespace
 }  // namespace involution::cpu::INVOLUTION_NS
+
+// Explicit instantiation of a kernel for the four dtypes: MACRO(T) for each.
+#define INVOLUTION_FOR_EACH_DTYPE(MACRO) \
+  MACRO(float) MACRO(double) MACRO(c10::Half) MACRO(c10::BFloat16)

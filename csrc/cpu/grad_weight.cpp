@@ -1,0 +1,76 @@
+// The grad_weight kernel, compiled once per instruction set (cmake/CpuIsa.cmake).
+#include "cpu/kernel_common.h"
+
+namespace involution::cpu::INVOLUTION_NS {
+namespace {
+
+// grad_w[b,g,u,v,i,j] = sum_{c in g} grad_y[b,c,i,j] * x[b,c,i*s-p+u*d, j*s-p+v*d]
+
+template <typename T, int VB>
+void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, View6<T> gw) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A, VB>;
+  const int64_t cg = g.channels_per_group();
+  const int64_t taps = g.Kh * g.Kw;
+  const int64_t wo_padded = round_up(g.Wo, VL);
+  const RowTasks tasks(g, g.Ho);
+
+  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+    StagedInput<T, A> xs(g, wo_padded, tasks.per);
+    std::vector<A> gyrow(cg * wo_padded);    // grad_y of one output row, per channel
+    std::vector<A> gwrow(taps * wo_padded);  // grad_w of one output row, per tap
+    for (int64_t task = begin; task < end; ++task) {
+      const auto [b, grp, i0, i1] = tasks[task];
+      xs.stage(x, b, grp, i0, i1);
+      for (int64_t i = i0; i < i1; ++i) {
+        stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
+                    LineBlock{cg, 1, wo_padded, wo_padded, 0, gy.s.c, gy.s.h, gy.s.w, i, g.Ho, 0,
+                              1, g.Wo});
+        bool first_block = true;
+        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+          constexpr int CB = decltype(cb)::value;
+          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
+          for (int64_t j = 0; j < wo_padded; j += VL) {
+            Vec<A, VB> gyv[CB];
+#pragma GCC unroll 16
+            for (int c = 0; c < CB; ++c) gyv[c] = load<VB>(&gyrow[(c0 + c) * wo_padded + j]);
+            for (int64_t tap = 0; tap < taps; ++tap) {
+              const A* xp = xrow + xs.offset(i - i0, tap) + j;
+              // Two partial sums halve the FMA dependency chain; the order is fixed.
+              Vec<A, VB> s0 = gyv[0] * load<VB>(xp), s1 = {};
+#pragma GCC unroll 16
+              for (int c = 1; c < CB; ++c) {
+                const Vec<A, VB> p = gyv[c] * load<VB>(xp + c * xs.channel_stride);
+                if (c % 2) s1 += p; else s0 += p;
+              }
+              A* out = &gwrow[tap * wo_padded + j];
+              store(out, first_block ? s0 + s1 : load<VB>(out) + (s0 + s1));
+            }
+          }
+          first_block = false;
+        });
+        T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          T* d = dst + (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
+          for (int64_t j = 0; j < g.Wo; j += VL)
+            store_lanes<A>(d + j * gw.s.j, gw.s.j, load<VB>(&gwrow[tap * wo_padded + j]),
+                        std::min(VL, g.Wo - j));
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void grad_weight(const Geometry& g, View4<const T> grad_out, View4<const T> input,
+                 View6<T> grad_w) {
+  with_vector_width<T>(g.Wo, [&](auto vb) { grad_weight_impl<T, vb()>(g, grad_out, input, grad_w); });
+}
+
+#define INSTANTIATE(T) template void grad_weight<T>(const Geometry&, View4<const T>, View4<const T>, View6<T>);
+INVOLUTION_FOR_EACH_DTYPE(INSTANTIATE)
+#undef INSTANTIATE
+
+}  // namespace involution::cpu::INVOLUTION_NS
