@@ -4,6 +4,7 @@ installs into a fresh venv and works from outside the source tree; the torch-ver
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,13 @@ def test_torch_version_guard_names_both_versions(monkeypatch):
     assert "torch==2.11.*" in text
     monkeypatch.setenv("INVOLUTION_EXT_SKIP_TORCH_CHECK", "1")
     check_torch_version("2.11.0", "2.13.0")
+
+
+def test_one_version_source():
+    """pyproject.toml's version is the package's, the op library's and the CMake package's."""
+    declared = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    assert involution_ext.build_info()["version"] == declared
+    assert involution_ext.__version__.split("+")[0] == declared
 
 
 # Mangled names of libstdc++ internals (std::locale, std::codecvt, ostream's number

@@ -7,9 +7,21 @@ autocast and fake kernels for torch.compile / torch.export).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._library import _build_info, library_path, load_library
 
-from ._library import library_path, load_library
+
+def _version() -> str:
+    """The installed distribution's version (with a wheel's +torch tag), else the version
+    the op library was built with; pyproject.toml is the one source of both."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("involution_ext")
+    except metadata.PackageNotFoundError:
+        return _build_info().get("version", "unknown")
+
+
+__version__ = _version()
 
 _LIBRARY_PATH = load_library()
 
