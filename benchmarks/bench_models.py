@@ -22,8 +22,8 @@ import types
 
 import torch
 import torch.nn.functional as F
-from common import (bandwidth_drift, copy_bandwidth_gbps, machine, noisy, rate, results_dir, timeit,  # the script's folder
-                    until_stopped, versus)
+from common import (copy_bandwidth_gbps, machine, noisy, rate, report_disturbance, results_dir,  # the script's folder
+                    timeit, until_stopped, versus)
 from torch import nn
 
 import involution_ext
@@ -192,11 +192,9 @@ def main(argv=None):
         measure_all(args, settings, names, reps, budget, device, amp, rows)
     if not rows:
         return
-    info["disturbed"] = bandwidth_drift(bandwidth_before, copy_bandwidth_gbps(device))
     print()
-    if info["disturbed"]:
-        print(f"DISTURBED RUN: {info['disturbed']}. No verdicts below; run again on a quiet machine.")
-    print("\n".join(verdicts(rows, bool(info["disturbed"]))))
+    disturbed = report_disturbance(info, bandwidth_before, copy_bandwidth_gbps(device))
+    print("\n".join(verdicts(rows, disturbed)))
     results = results_dir(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))

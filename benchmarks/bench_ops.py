@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from common import (bandwidth_drift, copy_bandwidth_gbps, machine, noisy, peak_extra_mb, results_dir,  # the script's folder
-                    timeit, until_stopped, versus)
+from common import (copy_bandwidth_gbps, machine, noisy, peak_extra_mb, report_disturbance,  # the script's folder
+                    results_dir, timeit, until_stopped, versus)
 
 import involution_ext
 from involution_ext.reference import involution2d_unfold
@@ -265,10 +265,7 @@ def main(argv=None):
               f"ours {versus(t['per_element'], t['involution_ext'])}; peak MB ours {r.peak_extra_mb['involution_ext']:.1f} "
               f"vs unfold {r.peak_extra_mb['unfold']:.1f}")
     print(f"\ncopy bandwidth measured in this run: {bandwidth:.1f} GB/s (read + write)")
-    drift = bandwidth_drift(bandwidth, result.get("bandwidth_after", bandwidth))
-    info["disturbed"] = drift
-    if drift:
-        print(f"DISTURBED RUN: {drift}. The ratios below are not a verdict; run again on a quiet machine.")
+    report_disturbance(info, bandwidth, result.get("bandwidth_after", bandwidth))
     print("\n".join(summarize(rows, bandwidth, device.type)))
     results = results_dir(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,16 @@ def bandwidth_drift(before_gbps, after_gbps):
     return ""
 
 
+def report_disturbance(info, before_gbps, after_gbps):
+    """Records in info["disturbed"] why the run counts as disturbed ('' if it does not) and
+    says so; returns whether it was."""
+    info["disturbed"] = bandwidth_drift(before_gbps, after_gbps)
+    if info["disturbed"]:
+        print(f"DISTURBED RUN: {info['disturbed']}. No verdict is drawn from the ratios below; "
+              "run again on a quiet machine.")
+    return bool(info["disturbed"])
+
+
 def _rss_kb(field_name):
     with open("/proc/self/status") as f:
         for line in f:

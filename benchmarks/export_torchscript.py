@@ -9,7 +9,6 @@ benchmark's end-to-end mode and examples/cpp/rednet_infer:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch

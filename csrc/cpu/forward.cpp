@@ -9,7 +9,7 @@ void forward_impl(const Geometry& g, View4<const T> x, View6<const T> w, View4<T
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
-  const int64_t taps = g.Kh * g.Kw;
+  const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
   const RowTasks tasks(g, g.Ho);
   const int64_t wo_bytes = g.Wo * static_cast<int64_t>(sizeof(T));
@@ -85,7 +85,8 @@ void forward(const Geometry& g, View4<const T> input, View6<const T> weight, Vie
   with_vector_width<T>(g.Wo, [&](auto vb) { forward_impl<T, vb()>(g, input, weight, out); });
 }
 
-#define INSTANTIATE(T) template void forward<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>);
+#define INSTANTIATE(T) \
+  template void forward<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>);
 INVOLUTION_FOR_EACH_DTYPE(INSTANTIATE)
 #undef INSTANTIATE
 

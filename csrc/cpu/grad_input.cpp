@@ -15,7 +15,7 @@ void grad_input_impl(const Geometry& g, View4<const T> gy, View6<const T> w, Vie
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
-  const int64_t taps = g.Kh * g.Kw;
+  const int64_t taps = g.taps();
   const int64_t sh = g.stride_h, sw = g.stride_w;
   const int64_t t_padded = round_up(ceil_div(g.W, sw), VL);
   // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
@@ -93,7 +93,8 @@ void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weigh
   });
 }
 
-#define INSTANTIATE(T) template void grad_input<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>);
+#define INSTANTIATE(T) \
+  template void grad_input<T>(const Geometry&, View4<const T>, View6<const T>, View4<T>);
 INVOLUTION_FOR_EACH_DTYPE(INSTANTIATE)
 #undef INSTANTIATE
 

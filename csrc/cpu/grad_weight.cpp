@@ -11,7 +11,7 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
-  const int64_t taps = g.Kh * g.Kw;
+  const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
   const RowTasks tasks(g, g.Ho);
 
@@ -69,7 +69,8 @@ void grad_weight(const Geometry& g, View4<const T> grad_out, View4<const T> inpu
   with_vector_width<T>(g.Wo, [&](auto vb) { grad_weight_impl<T, vb()>(g, grad_out, input, grad_w); });
 }
 
-#define INSTANTIATE(T) template void grad_weight<T>(const Geometry&, View4<const T>, View4<const T>, View6<T>);
+#define INSTANTIATE(T) \
+  template void grad_weight<T>(const Geometry&, View4<const T>, View4<const T>, View6<T>);
 INVOLUTION_FOR_EACH_DTYPE(INSTANTIATE)
 #undef INSTANTIATE
 

@@ -175,11 +175,11 @@ void stage_weight_rows(A* dst, int64_t dst_tap, int64_t dst_r, const T* plane,
                        const Geometry& g, const Strides6& s, int64_t row0, int64_t rows,
                        int64_t width, int64_t col0) {
   if (s.u == g.Kw * s.v) {
-    stage_lines(dst, plane, LineBlock{g.Kh * g.Kw, rows, width, dst_tap, dst_r, s.v, s.i, s.j,
+    stage_lines(dst, plane, LineBlock{g.taps(), rows, width, dst_tap, dst_r, s.v, s.i, s.j,
                                       row0, g.Ho, col0, 1, g.Wo});
     return;
   }
-  for (int64_t tap = 0; tap < g.Kh * g.Kw; ++tap)
+  for (int64_t tap = 0; tap < g.taps(); ++tap)
     stage_lines(dst + tap * dst_tap, plane + (tap / g.Kw) * s.u + (tap % g.Kw) * s.v,
                 LineBlock{1, rows, width, 0, dst_r, 0, s.i, s.j, row0, g.Ho, col0, 1, g.Wo});
 }
@@ -261,7 +261,7 @@ struct StagedInput {
   std::vector<int64_t> tap_offset;  // per (u, v): offset of the tap's first column
 
   StagedInput(const Geometry& geom, int64_t padded_wo, int64_t max_rows_per_task)
-      : g(geom), tap_offset(geom.Kh * geom.Kw) {
+      : g(geom), tap_offset(geom.taps()) {
     row_width = padded_wo + ((g.Kw - 1) * g.dil_w) / g.stride_w;
     const int64_t max_rows = (max_rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
     buf.resize(g.channels_per_group() * max_rows * g.stride_w * row_width);

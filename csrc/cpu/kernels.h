@@ -1,7 +1,7 @@
 // CPU kernel interface. The bodies live in forward.cpp, grad_input.cpp and grad_weight.cpp,
 // which CMake compiles once per instruction set into its own namespace (isa_default,
-// isa_avx2, isa_avx512); involution_cpu.cpp picks one kernel table at run time. Kernels see raw pointers and element
-// strides only, so any memory layout is read in place.
+// isa_avx2, isa_avx512); involution_cpu.cpp picks one kernel table at run time. Kernels see
+// raw pointers and element strides only, so any memory layout is read in place.
 #pragma once
 
 #include "shape_check.h"

@@ -252,7 +252,8 @@ Plan grad_weight_plan(const Geometry& s) {
 // rounded per chunk.
 template <typename T>
 bool grad_weight_needs_fp32_scratch(const Geometry& s, const Plan& p) {
-  return !std::is_same_v<T, acc_t<T>> && s.channels_per_group() > (p.chunk > 0 ? p.chunk : kMaxChunk);
+  return !std::is_same_v<T, acc_t<T>> &&
+         s.channels_per_group() > (p.chunk > 0 ? p.chunk : kMaxChunk);
 }
 
 // grad_weight by plan `p` (grad_weight_plan) into `gw` (O = T, or float for the scratch of

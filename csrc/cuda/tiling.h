@@ -44,7 +44,8 @@ struct Window {
 
 // Input rows/columns read by the output tile starting at (i0, j0) (forward, grad_weight).
 INVOLUTION_HD Window input_window(const Geometry& s, const Tile& t, int64_t i0, int64_t j0) {
-  return {i0 * s.stride_h - s.pad_h, j0 * s.stride_w - s.pad_w, (t.h - 1) * s.stride_h + (s.Kh - 1) * s.dil_h + 1,
+  return {i0 * s.stride_h - s.pad_h, j0 * s.stride_w - s.pad_w,
+          (t.h - 1) * s.stride_h + (s.Kh - 1) * s.dil_h + 1,
           (t.w - 1) * s.stride_w + (s.Kw - 1) * s.dil_w + 1};
 }
 
@@ -59,7 +60,8 @@ INVOLUTION_HD Window output_window(const Geometry& s, const Tile& t, int64_t h0,
 
 // Largest output_window over all tiles, for sizing shared memory.
 INVOLUTION_HD Window max_output_window(const Geometry& s, const Tile& t) {
-  return {0, 0, (t.h - 1 + (s.Kh - 1) * s.dil_h) / s.stride_h + 2, (t.w - 1 + (s.Kw - 1) * s.dil_w) / s.stride_w + 2};
+  return {0, 0, (t.h - 1 + (s.Kh - 1) * s.dil_h) / s.stride_h + 2,
+          (t.w - 1 + (s.Kw - 1) * s.dil_w) / s.stride_w + 2};
 }
 
 // Launch plan shared by host code and the CPU simulation. Blocks are linear over

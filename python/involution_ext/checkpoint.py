@@ -7,13 +7,14 @@ unwrapping: ``{"state_dict": {...}, "meta": ...}``; ``backbone.*`` for the backb
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import pickletools
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -33,14 +34,11 @@ def _pickle_imports(data: bytes) -> List[str]:
     """``module.name`` of every global the pickles in ``data`` import, read without running
     them (pickletools only decodes opcodes)."""
     names: List[str] = []
-    stream = memoryview(data)
-    pos = 0
-    while pos < len(stream):
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):  # genops stops after each pickle's STOP: go on to the next
         strings: List[str] = []
-        end = pos
         try:
-            for op, arg, offset in pickletools.genops(bytes(stream[pos:])):
-                end = pos + offset + 1
+            for op, arg, _ in pickletools.genops(stream):
                 if op.name == "GLOBAL":
                     names.append(str(arg).replace(" ", "."))
                 elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
@@ -49,7 +47,6 @@ def _pickle_imports(data: bytes) -> List[str]:
                     strings.append(arg)
         except (ValueError, EOFError):  # truncated or not a pickle: stop where it breaks
             break
-        pos = end
     return names
 
 
@@ -70,16 +67,30 @@ def _describe_non_torch_file(head: bytes, path: Path) -> str:
     return f"a text file, not a torch checkpoint (it starts with {first!r})"
 
 
-def _refused_pickle(path: Path, data: bytes, err: Exception) -> CheckpointError:
+def _data_pkl(z: zipfile.ZipFile) -> Optional[str]:
+    """The name of a torch zip checkpoint's pickle (``<archive>/data.pkl``), or None."""
+    return next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+
+
+def _pickle_bytes(path: Path, is_zip: bool) -> bytes:
+    """The pickled part of a checkpoint: data.pkl of a zip checkpoint, else the whole file."""
+    if not is_zip:
+        return path.read_bytes()
+    with zipfile.ZipFile(path) as z:
+        return z.read(_data_pkl(z))
+
+
+def _refused_pickle(path: Path, is_zip: bool, err: Exception) -> CheckpointError:
     """The error for a pickle that torch's weights-only loader refused: code it would run
     (named), else objects that are not tensors."""
-    code = sorted({n for n in _pickle_imports(data) if n.split(".")[0] not in _WEIGHT_MODULES})
+    imports = _pickle_imports(_pickle_bytes(path, is_zip))
+    code = sorted({n for n in imports if n.split(".")[0] not in _WEIGHT_MODULES})
     if code:
         return CheckpointError(
             f"refusing to load {path}: unpickling it would run code ({', '.join(code[:5])}); only files "
             f"of plain tensors are loaded")
     detail = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(err) else ""
-    kind = "a torch file" if data[:1] != bytes([_PICKLE_PROTO]) or zipfile.is_zipfile(path) else "a pickle file"
+    kind = "a torch file" if is_zip else "a pickle file"
     return CheckpointError(f"{path} is {kind} but not a checkpoint of plain tensors (the weights-only "
                            f"loader stopped at: {detail or type(err).__name__})")
 
@@ -98,26 +109,24 @@ def load_checkpoint_file(path: Union[str, os.PathLike]) -> object:
         head = f.read(512)
     if not head:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes), not a torch checkpoint")
-    if head.startswith(_ZIP_MAGIC):
+    is_zip = head.startswith(_ZIP_MAGIC)
+    if is_zip:
         try:
             with zipfile.ZipFile(path) as z:
-                pickles = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-                data = z.read(pickles[0]) if pickles else b""
+                has_data = _data_pkl(z) is not None
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise CheckpointError(f"checkpoint {path} is truncated or damaged (its zip archive cannot be "
                                   f"read: {e})") from None
-        if not pickles:
+        if not has_data:
             raise CheckpointError(f"{path} is a zip archive but not a torch checkpoint (no data.pkl inside)")
-    elif head[0] == _PICKLE_PROTO:
-        data = path.read_bytes()
-    else:
+    elif head[0] != _PICKLE_PROTO:
         raise CheckpointError(f"{path} is {_describe_non_torch_file(head, path)}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "truncated" in str(e):
             raise CheckpointError(f"checkpoint {path} is truncated ({e})") from None
-        raise _refused_pickle(path, data, e) from None
+        raise _refused_pickle(path, is_zip, e) from None
     except (EOFError, RuntimeError, OSError, ValueError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         if isinstance(e, EOFError) or "EOF" in message or "corrupt" in message or "failed finding" in message:

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 
-
 class ConvBNAct(nn.Module):
     """Conv2d [+ BatchNorm] [+ ReLU], named like mmcv's ``ConvModule`` (``conv``, ``bn``).
 
