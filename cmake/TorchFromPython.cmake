@@ -1,4 +1,4 @@
-# Locate Torch (and pybind11) through the Python interpreter that will run the
+# Locate Torch through the Python interpreter that will run the
 # package, so the build always matches the installed torch — no hard-coded paths.
 find_package(Python REQUIRED COMPONENTS Interpreter)
 

@@ -15,19 +15,37 @@
 
 namespace involution {
 
-// Input (B, C, H, W), kernel window Kh x Kw, output Ho x Wo, G groups; all int64.
-struct Geometry {
-  int64_t B, C, G, H, W;
-  int64_t Kh, Kw, Ho, Wo;
-  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  INVOLUTION_HD int64_t channels_per_group() const { return C / G; }
-  INVOLUTION_HD int64_t taps() const { return Kh * Kw; }
+// Input (B, C, H, W), kernel window Kh x Kw, output Ho x Wo, G groups. Index type I:
+// int64 everywhere on the host; the CUDA kernels run on an int32 copy (as<int32_t>()) when
+// every offset of a call fits (cuda/tiling.h: int32_indexing_fits), since 64-bit integer
+// multiplies and divisions cost a GPU several instructions each.
+template <typename I>
+struct BasicGeometry {
+  I B, C, G, H, W;
+  I Kh, Kw, Ho, Wo;
+  I stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  INVOLUTION_HD I channels_per_group() const { return C / G; }
+  INVOLUTION_HD I taps() const { return Kh * Kw; }
+  template <typename J>
+  INVOLUTION_HD BasicGeometry<J> as() const {
+    return {J(B), J(C), J(G), J(H), J(W), J(Kh), J(Kw), J(Ho), J(Wo),
+            J(stride_h), J(stride_w), J(pad_h), J(pad_w), J(dil_h), J(dil_w)};
+  }
+};
+using Geometry = BasicGeometry<int64_t>;
+
+// Not deduced from (std::type_identity, C++20): the divisor's type follows the dividend's.
+template <typename T>
+struct same_type {
+  using type = T;
 };
 
-INVOLUTION_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+template <typename I>
+INVOLUTION_HD I floor_div(I a, typename same_type<I>::type b) {  // b > 0
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
-INVOLUTION_HD int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }  // b > 0
+template <typename I>
+INVOLUTION_HD I ceil_div(I a, typename same_type<I>::type b) { return -floor_div(-a, b); }
 
 // Output extent of a convolution-style window; may be <= 0 for impossible shapes.
 INVOLUTION_HD int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad,

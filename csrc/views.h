@@ -6,22 +6,31 @@
 
 namespace involution {
 
-struct Strides4 {
-  int64_t b, c, h, w;
+// I: the index type of the strides (see BasicGeometry in geometry.h); int64 by default.
+template <typename I>
+struct BasicStrides4 {
+  I b, c, h, w;
 };
-struct Strides6 {
-  int64_t b, g, u, v, i, j;
+template <typename I>
+struct BasicStrides6 {
+  I b, g, u, v, i, j;
 };
+using Strides4 = BasicStrides4<int64_t>;
+using Strides6 = BasicStrides6<int64_t>;
 
-template <typename T>
+template <typename T, typename I = int64_t>
 struct View4 {
   T* data;
-  Strides4 s;
+  BasicStrides4<I> s;
+  template <typename J>
+  View4<T, J> as() const { return {data, {J(s.b), J(s.c), J(s.h), J(s.w)}}; }
 };
-template <typename T>
+template <typename T, typename I = int64_t>
 struct View6 {
   T* data;
-  Strides6 s;
+  BasicStrides6<I> s;
+  template <typename J>
+  View6<T, J> as() const { return {data, {J(s.b), J(s.g), J(s.u), J(s.v), J(s.i), J(s.j)}}; }
 };
 
 }  // namespace involution

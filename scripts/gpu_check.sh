@@ -80,22 +80,24 @@ test)
   baseline_build=$!
   # The error tests format numbers into messages, which breaks when the build bundles its own
   # libstdc++ (flags such as -static-libstdc++ from the environment); the wheel test checks it.
-  step cuda-tests 180 $PY -m pytest -q -p no:cacheprovider --maxfail=20 -rs tests/test_cuda_ops.py \
-    tests/test_op_errors.py tests/test_wheel.py::test_op_library_uses_the_shared_cxx_runtime
+  # -m cuda: the CUDA side of every device-parametrised test plus tests/test_cuda_only.py.
+  step cuda-tests 240 $PY -m pytest -q -p no:cacheprovider --maxfail=20 -rs -m cuda tests \
+    tests/test_wheel.py::test_op_library_uses_the_shared_cxx_runtime
   wait $baseline_build || echo "per-element baseline did not build: $(tail -5 /tmp/baseline_build.txt)"
   step bench-ops 200 $PY benchmarks/bench_ops.py --device cuda --dtypes float32,float16 --budget 0.1
   copy_results build/benchmarks/bench_ops_cuda.json build/benchmarks/bench_ops_cuda.png
   step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
-    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_ops.py::test_special_paths \
-    "tests/test_cuda_ops.py::test_random_shapes[0]" "tests/test_cuda_ops.py::test_random_shapes[1]"
+    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_only.py::test_special_paths \
+    "tests/test_op_correctness.py::test_forward_random_shapes[0-cuda]" \
+    "tests/test_autograd.py::test_backward_random_shapes[1-cuda]"
   ;;
 more)
   step racecheck 70 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 20 \
-    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_ops.py::test_special_paths
+    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_only.py::test_special_paths
   step bench-models 100 $PY benchmarks/bench_models.py --device cuda --amp fp16 --budget 0.5 \
     --models rednet26,rednet50,rednet50_unfold
   copy_results build/benchmarks/bench_models_cuda.json build/benchmarks/bench_models_cuda.png
-  step train 50 $PY -m involution_ext.train --amp fp16 --channels-last --epochs 3 --batch-size 128 \
+  step train 50 $PY -m involution_ext.apps.train --amp fp16 --channels-last --epochs 3 --batch-size 128 \
     --out /tmp/gpu-train --no-progress --no-plot
   [ -f /tmp/gpu-train/log.csv ] && cat /tmp/gpu-train/log.csv
   prefix="$($PY -m involution_ext cmake-prefix)"

@@ -72,18 +72,16 @@ def main() -> None:
 
 
 def build_facts(wheel: Path) -> dict:
-    """The build facts compiled into the wheel's ``_C`` module (torch version, CUDA or not),
-    read by importing that module from a temporary copy."""
-    import importlib.util
-    import tempfile
+    """The build facts the wheel carries (``involution_ext/_build_facts.py``, a plain literal
+    written by CMake), read as data: nothing from the wheel is executed."""
+    import ast
 
-    with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory() as tmp:
-        name = next(n for n in z.namelist() if re.search(r"/_C\.[^/]*\.so$", n))
-        path = Path(z.extract(name, tmp))
-        spec = importlib.util.spec_from_file_location("involution_ext._C", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return dict(module.build_info)
+    with zipfile.ZipFile(wheel) as z:
+        source = z.read("involution_ext/_build_facts.py").decode()
+    tree = ast.parse(source)
+    assign = next(node for node in tree.body if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "BUILD_INFO")
+    return ast.literal_eval(assign.value)
 
 
 if __name__ == "__main__":

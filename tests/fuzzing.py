@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch._prims_common import suggest_memory_format
 
-from conftest import Case, assert_close_scaled
+from helpers import Case, assert_close_scaled
 from reference_loops import involution_loops
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

@@ -1,5 +1,5 @@
-"""Gradients: backward vs the reference's autograd, gradcheck/gradgradcheck, output_mask,
-determinism."""
+"""Gradients on every device: backward vs the reference's autograd, gradcheck/gradgradcheck,
+output_mask, determinism."""
 
 from __future__ import annotations
 
@@ -7,65 +7,44 @@ import pytest
 import torch
 
 import involution_ext  # noqa: F401  (registers the op)
-from conftest import Case, assert_close_scaled, involution_loops, random_cases
+from helpers import Case, check_backward, cpu_and_cuda, random_cases, reference_grads, to_device
 
 CASES = random_cases(80, seed=99)
 
 
-def reference_grads(x, w, gy, case):
-    xr = x.detach().double().requires_grad_()
-    wr = w.detach().double().requires_grad_()
-    involution_loops(xr, wr, *case.args()).backward(gy.double())
-    # Scales for tolerances: the same sums over absolute values.
-    xa = x.detach().double().abs().requires_grad_()
-    wa = w.detach().double().abs().requires_grad_()
-    involution_loops(xa, wa, *case.args()).backward(gy.double().abs())
-    return xr.grad, wr.grad, xa.grad, wa.grad
-
-
-def check_backward(case, dtype, channels_last, seed):
-    x, w = case.tensors(dtype, channels_last, seed=seed, requires_grad=True)
-    y = torch.ops.involution.forward(x, w, *case.args())
-    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
-    if channels_last:
-        gy = gy.contiguous(memory_format=torch.channels_last)
-    y.backward(gy)
-    gx_ref, gw_ref, gx_scale, gw_scale = reference_grads(x, w, gy, case)
-    assert x.grad.dtype == dtype and w.grad.dtype == dtype
-    assert_close_scaled(x.grad, gx_ref, gx_scale, dtype, f"grad_input {case} {dtype}")
-    assert_close_scaled(w.grad, gw_ref, gw_scale, dtype, f"grad_weight {case} {dtype}")
-
-
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("idx", range(len(CASES)))
-def test_backward_random_shapes(idx):
-    check_backward(CASES[idx], torch.float64, bool(idx % 2), idx)
-    check_backward(CASES[idx], torch.float32, not idx % 2, idx)
+def test_backward_random_shapes(idx, device):
+    check_backward(CASES[idx], torch.float64, bool(idx % 2), idx, device)
+    check_backward(CASES[idx], torch.float32, not idx % 2, idx, device)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_backward_dtypes_layouts(dtype, channels_last, cpu_isa):
+def test_backward_dtypes_layouts(dtype, channels_last, kernel_device):
     for i, case in enumerate(CASES[:16]):
-        check_backward(case, dtype, channels_last, i)
+        check_backward(case, dtype, channels_last, i, kernel_device)
 
 
-def test_gradcheck_and_gradgradcheck():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_gradcheck_and_gradgradcheck(device):
     for case in [
         Case(B=2, C=4, G=2, H=5, W=6, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
         Case(B=1, C=6, G=3, H=7, W=5, K=(2, 3), stride=(2, 1), padding=(1, 2), dilation=(2, 1)),
         Case(B=1, C=3, G=1, H=6, W=6, K=(3, 3), stride=(3, 2), padding=(0, 1), dilation=(1, 2)),
     ]:
-        x, w = case.tensors(torch.float64, requires_grad=True)
+        x, w = to_device(device, *case.tensors(torch.float64, requires_grad=True))
         fn = lambda x, w: torch.ops.involution.forward(x, w, *case.args())  # noqa: E731
         assert torch.autograd.gradcheck(fn, (x, w))
         assert torch.autograd.gradgradcheck(fn, (x, w))
 
 
-def test_backward_op_is_differentiable_in_all_inputs():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_backward_op_is_differentiable_in_all_inputs(device):
     """gradcheck of involution::backward itself (grad_output, input and weight)."""
     case = Case(B=1, C=4, G=2, H=5, W=5, K=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
-    x, w = case.tensors(torch.float64, requires_grad=True)
-    gy = torch.randn(1, 4, *case.out, dtype=torch.float64, requires_grad=True)
+    x, w = to_device(device, *case.tensors(torch.float64, requires_grad=True))
+    gy = torch.randn(1, 4, *case.out, dtype=torch.float64, device=device, requires_grad=True)
 
     def fn(gy, x, w):
         return torch.ops.involution.backward(gy, x, w, *case.args(), [True, True])
@@ -73,10 +52,11 @@ def test_backward_op_is_differentiable_in_all_inputs():
     assert torch.autograd.gradcheck(fn, (gy, x, w))
 
 
-def test_output_mask():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_output_mask(device):
     case = Case(B=2, C=8, G=2, H=9, W=9, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
-    x, w = case.tensors(torch.float32)
-    gy = torch.randn(2, 8, *case.out)
+    x, w = to_device(device, *case.tensors(torch.float32))
+    gy = torch.randn(2, 8, *case.out, device=device)
     gx, gw = torch.ops.involution.backward(gy, x, w, *case.args(), [True, True])
     gx_only, none_w = torch.ops.involution.backward(gy, x, w, *case.args(), [True, False])
     none_x, gw_only = torch.ops.involution.backward(gy, x, w, *case.args(), [False, True])
@@ -88,10 +68,12 @@ def test_output_mask():
     assert torch.equal(xr.grad, gx) and w.grad is None
 
 
-def test_backward_deterministic_across_runs_and_threads():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_backward_deterministic_across_runs_and_threads(device):
+    """Bitwise the same gradients run to run (no atomics), and on the CPU for any thread count."""
     case = Case(B=3, C=64, G=4, H=21, W=19, K=(7, 7), stride=(1, 1), padding=(3, 3), dilation=(1, 1))
-    x, w = case.tensors(torch.float32)
-    gy = torch.randn(3, 64, *case.out)
+    x, w = to_device(device, *case.tensors(torch.float32))
+    gy = torch.randn(3, 64, *case.out, device=device)
     threads = torch.get_num_threads()
     results = []
     for n in (threads, 1, threads):
@@ -102,20 +84,22 @@ def test_backward_deterministic_across_runs_and_threads():
         assert torch.equal(gx, results[0][0]) and torch.equal(gw, results[0][1])
 
 
-def test_expanded_grad_output():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_expanded_grad_output(device):
     """y.sum().backward() feeds a zero-stride grad_output; it is read in place."""
     case = Case(B=2, C=6, G=3, H=8, W=8, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
     x, w = case.tensors(torch.float64, requires_grad=True)
-    torch.ops.involution.forward(x, w, *case.args()).sum().backward()
+    xd, wd = to_device(device, x, w)
+    torch.ops.involution.forward(xd, wd, *case.args()).sum().backward()
     gx_ref, gw_ref, _, _ = reference_grads(x, w, torch.ones(2, 6, *case.out, dtype=torch.float64), case)
-    torch.testing.assert_close(x.grad, gx_ref)
-    torch.testing.assert_close(w.grad, gw_ref)
+    torch.testing.assert_close(xd.grad.cpu(), gx_ref)
+    torch.testing.assert_close(wd.grad.cpu(), gw_ref)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_backward_rednet_shape(channels_last, cpu_isa):
+def test_backward_rednet_shape(channels_last, kernel_device):
     """16 channels per group, K=7, stride 1 and 2, wide enough for the blocked
     channels_last staging path."""
     for stride in (1, 2):
         case = Case(B=2, C=32, G=2, H=20, W=21, K=(7, 7), stride=(stride, stride), padding=(3, 3), dilation=(1, 1))
-        check_backward(case, torch.float32, channels_last, stride)
+        check_backward(case, torch.float32, channels_last, stride, kernel_device)

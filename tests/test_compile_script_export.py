@@ -1,5 +1,6 @@
 """The op under torch.library.opcheck, torch.compile, TorchScript (also from a fresh
-process that loads only torch and the op library), torch.export and autocast."""
+process that loads only torch and the op library), torch.export and autocast, on every
+device."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import involution_ext
-from conftest import Case, run_in_fresh_process
+from helpers import Case, cpu_and_cuda, run_in_fresh_process, to_device
 
 SAMPLES = [
     Case(B=2, C=8, G=2, H=7, W=9, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
@@ -20,14 +21,15 @@ SAMPLES = [
 ]
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("idx", range(len(SAMPLES)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck(idx, dtype, channels_last):
+def test_opcheck(idx, dtype, channels_last, device):
     case = SAMPLES[idx]
-    x, w = case.tensors(dtype, channels_last, requires_grad=True)
+    x, w = to_device(device, *case.tensors(dtype, channels_last, requires_grad=True))
     torch.library.opcheck(torch.ops.involution.forward.default, (x, w, *case.args()))
-    gy = torch.randn(case.B, case.C, *case.out, dtype=dtype)
+    gy = torch.randn(case.B, case.C, *case.out, dtype=dtype, device=device)
     for mask in ([True, True], [True, False], [False, True]):
         torch.library.opcheck(
             torch.ops.involution.backward.default, (gy, x.detach(), w.detach(), *case.args(), mask)
@@ -51,12 +53,13 @@ class Block(torch.nn.Module):
         return torch.ops.involution.forward(x, w, [self.stride, self.stride], [p, p], [1, 1])
 
 
-def test_compile_fullgraph_dynamic_forward_backward():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_compile_fullgraph_dynamic_forward_backward(device):
     torch._dynamo.reset()
-    model = Block(stride=2)
+    model = Block(stride=2).to(device)
     compiled = torch.compile(model, fullgraph=True, dynamic=True)
     for shape in [(2, 8, 12, 12), (3, 8, 10, 14), (1, 8, 16, 8)]:
-        x = torch.randn(shape, requires_grad=True)
+        x = torch.randn(shape, device=device, requires_grad=True)
         y_ref = model(x)
         (g_ref,) = torch.autograd.grad(y_ref.square().sum(), x)
         x2 = x.detach().clone().requires_grad_()
@@ -66,11 +69,12 @@ def test_compile_fullgraph_dynamic_forward_backward():
         torch.testing.assert_close(g, g_ref)
 
 
-def test_torchscript_save_load_fresh_process(tmp_path):
-    model = torch.jit.script(Block())
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_torchscript_save_load_fresh_process(tmp_path, device):
+    model = torch.jit.script(Block().to(device))
     path = tmp_path / "block.pt"
     model.save(str(path))
-    x = torch.randn(2, 8, 10, 10)
+    x = torch.randn(2, 8, 10, 10, device=device)
     torch.save(x, tmp_path / "x.pt")
     torch.save(model(x), tmp_path / "y.pt")
     script = textwrap.dedent(
@@ -91,24 +95,29 @@ def test_torchscript_save_load_fresh_process(tmp_path):
     run_in_fresh_process(script, tmp_path)
 
 
-def test_torch_export():
-    model = Block(stride=2).eval()
-    x = torch.randn(2, 8, 12, 12)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_torch_export(device):
+    model = Block(stride=2).to(device).eval()
+    x = torch.randn(2, 8, 12, 12, device=device)
     batch = torch.export.Dim("batch", min=1, max=64)
     ep = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
     assert any("involution.forward" in str(n.target) for n in ep.graph.nodes)
     for b in (2, 5):
-        xb = torch.randn(b, 8, 12, 12)
+        xb = torch.randn(b, 8, 12, 12, device=device)
         torch.testing.assert_close(ep.module()(xb), model(xb))
 
 
-def test_autocast_cpu_runs_in_bfloat16():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_autocast_runs_in_the_autocast_dtype(device):
+    """Under autocast the op runs in the autocast dtype (bf16 on CPU, fp16 on CUDA), whatever
+    mix of dtypes it is given."""
+    half = torch.bfloat16 if device == "cpu" else torch.float16
     case = SAMPLES[0]
-    x, w = case.tensors(torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = torch.ops.involution.forward(x, w.bfloat16(), *case.args())
-    assert y.dtype == torch.bfloat16
-    ref = torch.ops.involution.forward(x.bfloat16(), w.bfloat16(), *case.args())
+    x, w = to_device(device, *case.tensors(torch.float32))
+    with torch.autocast(device, dtype=half):
+        y = torch.ops.involution.forward(x, w.to(half), *case.args())
+    assert y.dtype == half
+    ref = torch.ops.involution.forward(x.to(half), w.to(half), *case.args())
     assert torch.equal(y, ref)
 
 

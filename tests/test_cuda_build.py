@@ -29,7 +29,7 @@ def test_cuda_index_plan_simulated_on_cpu(tmp_path):
     if cxx is None:
         pytest.skip("no C++ compiler to build the simulation")
     exe = tmp_path / "cuda_index_sim"
-    subprocess.run([cxx, "-std=c++17", "-O2", f"-I{CSRC}", str(ROOT / "tests" / "cuda_index_sim.cpp"), "-o", str(exe)], check=True)
+    subprocess.run([cxx, "-std=c++17", "-O2", f"-I{CSRC}", str(ROOT / "tests" / "cpp" / "cuda_index_sim.cpp"), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe), "150"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.startswith("ok ")
@@ -53,7 +53,7 @@ def test_cuda_kernels_emulated_on_cpu(sanitizer, args, tmp_path):
     exe = tmp_path / "cuda_emulation"
     build = subprocess.run(
         [cxx, "-std=c++20", "-O1", "-g", "-pthread", f"-fsanitize={sanitizer}", "-fno-sanitize-recover=all",
-         "-fno-omit-frame-pointer", f"-I{CSRC}", f"-I{TORCH_INCLUDE}", str(ROOT / "tests" / "cuda_emulation.cpp"),
+         "-fno-omit-frame-pointer", f"-I{CSRC}", f"-I{TORCH_INCLUDE}", str(ROOT / "tests" / "cpp" / "cuda_emulation.cpp"),
          "-o", str(exe)],
         capture_output=True, text=True)
     if build.returncode != 0 and any(m in build.stderr for m in SANITIZER_CANNOT_RUN):

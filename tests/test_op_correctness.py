@@ -1,4 +1,5 @@
-"""Forward of involution::forward against the independent fp64 loop reference."""
+"""Forward of involution::forward against the independent fp64 loop reference, on every
+device (CPU with each instruction set it runs, and CUDA where present)."""
 
 from __future__ import annotations
 
@@ -6,53 +7,44 @@ import pytest
 import torch
 
 import involution_ext
-from conftest import Case, assert_close_scaled, involution_loops, random_cases
+from helpers import ISAS, Case, assert_close_scaled, check_forward, cpu_and_cuda, involution_loops, random_cases, to_device
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 CASES = random_cases(240, seed=1234)
 
 
-def check_forward(case: Case, dtype, channels_last, seed=0):
-    x, w = case.tensors(dtype, channels_last, seed=seed)
-    y = torch.ops.involution.forward(x, w, *case.args())
-    ref = involution_loops(x, w, *case.args())
-    scale = involution_loops(x.abs(), w.abs(), *case.args())
-    assert y.shape == ref.shape and y.dtype == dtype
-    want = torch.channels_last if channels_last and x.shape[1] > 1 else torch.contiguous_format
-    assert y.is_contiguous(memory_format=want)
-    assert_close_scaled(y, ref, scale, dtype, f"{case} {dtype} channels_last={channels_last}")
-
-
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("idx", range(len(CASES)))
-def test_forward_random_shapes(idx):
+def test_forward_random_shapes(idx, device):
     """240 random shapes: K in {1,2,3,5,7,3x5,5x3}, stride/dilation 1-3, padding 0-3,
     G 1-4, 1-17 channels per group; fp64 and fp32, both memory formats."""
     case = CASES[idx]
-    check_forward(case, torch.float64, channels_last=bool(idx % 2), seed=idx)
-    check_forward(case, torch.float32, channels_last=not (idx % 2), seed=idx)
+    check_forward(case, torch.float64, channels_last=bool(idx % 2), seed=idx, device=device)
+    check_forward(case, torch.float32, channels_last=not (idx % 2), seed=idx, device=device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_forward_dtypes_layouts(dtype, channels_last, cpu_isa):
+def test_forward_dtypes_layouts(dtype, channels_last, kernel_device):
     for i, case in enumerate(CASES[:24]):
-        check_forward(case, dtype, channels_last, seed=i)
+        check_forward(case, dtype, channels_last, seed=i, device=kernel_device)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rednet_stage_shape(dtype, cpu_isa):
+def test_rednet_stage_shape(dtype, kernel_device):
     """The shape RedNet uses: 16 channels per group, K=7, 'same' padding, and stride 2."""
     for stride in (1, 2):
         case = Case(B=2, C=64, G=4, H=20, W=21, K=(7, 7), stride=(stride, stride), padding=(3, 3), dilation=(1, 1))
-        check_forward(case, dtype, channels_last=False)
-        check_forward(case, dtype, channels_last=True)
+        check_forward(case, dtype, channels_last=False, device=kernel_device)
+        check_forward(case, dtype, channels_last=True, device=kernel_device)
 
 
-def test_non_contiguous_inputs():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_non_contiguous_inputs(device):
     """Sliced / transposed views and a pixel-major weight are read in place."""
     case = Case(B=2, C=12, G=3, H=9, W=11, K=(3, 3), stride=(1, 2), padding=(1, 1), dilation=(1, 1))
     x, w = case.tensors(torch.float32)
-    x_big = torch.randn(2, 24, 9, 22)
+    x_big = torch.randn(2, 24, 9, 22, device=device)
     x_view = x_big[:, ::2, :, ::2]  # non-contiguous in every dim but H
     x_view.copy_(x)
     Ho, Wo = case.out
@@ -61,16 +53,16 @@ def test_non_contiguous_inputs():
     assert not w_pm.is_contiguous()
     ref = involution_loops(x, w, *case.args())
     scale = involution_loops(x.abs(), w.abs(), *case.args())
-    for xi, wi in [(x_view, w), (x, w_pm), (x_view, w_pm), (x.transpose(2, 3).contiguous().transpose(2, 3), w)]:
+    xd, wd, w_pm = to_device(device, x, w, w_pm)
+    assert not w_pm.is_contiguous()
+    for xi, wi in [(x_view, wd), (xd, w_pm), (x_view, w_pm), (xd.transpose(2, 3).contiguous().transpose(2, 3), wd)]:
         y = torch.ops.involution.forward(xi, wi, *case.args())
-        assert_close_scaled(y, ref, scale, torch.float32, "non-contiguous")
+        assert_close_scaled(y.cpu(), ref, scale, torch.float32, "non-contiguous")
 
 
 def test_isas_agree_bitwise_for_fp64():
     """All CPU builds compute the same sums in the same order per element... up to FMA
     contraction; check they agree to fp64 rounding."""
-    from conftest import ISAS
-
     case = Case(B=2, C=32, G=2, H=13, W=17, K=(7, 7), stride=(1, 1), padding=(3, 3), dilation=(1, 1))
     x, w = case.tensors(torch.float64)
     outs = []
@@ -82,9 +74,10 @@ def test_isas_agree_bitwise_for_fp64():
         torch.testing.assert_close(o, outs[0], rtol=1e-13, atol=1e-13)
 
 
-def test_empty_batch():
-    x = torch.randn(0, 8, 10, 10)
-    w = torch.randn(0, 2, 3, 3, 10, 10)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_empty_batch(device):
+    x = torch.randn(0, 8, 10, 10, device=device)
+    w = torch.randn(0, 2, 3, 3, 10, 10, device=device)
     y = torch.ops.involution.forward(x, w, [1, 1], [1, 1], [1, 1])
     assert y.shape == (0, 8, 10, 10)
     x.requires_grad_(), w.requires_grad_()
@@ -92,10 +85,11 @@ def test_empty_batch():
     assert x.grad.shape == x.shape and w.grad.shape == w.shape
 
 
-def test_zero_spatial_input_with_padding():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_zero_spatial_input_with_padding(device):
     """H = W = 0 with padding: a valid (all zero) output."""
-    x = torch.randn(1, 4, 0, 0)
-    w = torch.randn(1, 1, 1, 1, 2, 2)
+    x = torch.randn(1, 4, 0, 0, device=device)
+    w = torch.randn(1, 1, 1, 1, 2, 2, device=device)
     y = torch.ops.involution.forward(x, w, [1, 1], [1, 1], [1, 1])
     assert y.shape == (1, 4, 2, 2) and (y == 0).all()
 

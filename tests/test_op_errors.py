@@ -1,5 +1,5 @@
 """Every kind of bad input raises a clear error (never a crash or a wrong answer), from
-eager, and the same message from the fake kernel under torch.compile."""
+eager on every device, and the same message from the fake kernel under torch.compile."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import involution_ext  # noqa: F401
+from helpers import cpu_and_cuda
 
 OK_ARGS = ([1, 1], [1, 1], [1, 1])
 
@@ -37,18 +38,26 @@ BAD = {
 }
 
 
+def on_device(args, device):
+    """The case's tensors moved to ``device`` (a meta tensor stays: it is the mismatch)."""
+    return [a.to(device) if isinstance(a, torch.Tensor) and not a.is_meta else a for a in args]
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("name", list(BAD))
-def test_forward_rejects(name):
+def test_forward_rejects(name, device):
     make, message = BAD[name]
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.involution.forward(*make())
+        torch.ops.involution.forward(*on_device(make(), device))
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("name", [n for n in BAD if n != "device mismatch"])
-def test_backward_rejects(name):
+def test_backward_rejects(name, device):
     make, message = BAD[name]
-    args = make()
-    gy = torch.randn(2, 8, 6, 6, dtype=args[0].dtype if args[0].dtype.is_floating_point else torch.float32)
+    args = on_device(make(), device)
+    gy = torch.randn(2, 8, 6, 6, dtype=args[0].dtype if args[0].dtype.is_floating_point else torch.float32,
+                     device=device)
     with pytest.raises(RuntimeError, match=message):
         torch.ops.involution.backward(gy, *args, [True, True])
 
@@ -65,12 +74,14 @@ def test_fake_kernel_rejects_with_same_message(name):
             torch.ops.involution.forward(*fake)
 
 
-def test_backward_rejects_bad_grad_output():
-    x, w = good()
-    with pytest.raises(RuntimeError, match="grad_output must have sizes"):
-        torch.ops.involution.backward(torch.randn(2, 8, 5, 6), x, w, *OK_ARGS, [True, True])
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_backward_rejects_bad_grad_output(device):
+    x, w = on_device(good(), device)
+    with pytest.raises(RuntimeError, match=r"grad_output must have sizes \(2, 8, 6, 6\)"):
+        torch.ops.involution.backward(torch.randn(2, 8, 5, 6, device=device), x, w, *OK_ARGS, [True, True])
     with pytest.raises(RuntimeError, match="grad_output must have the input's dtype"):
-        torch.ops.involution.backward(torch.randn(2, 8, 6, 6, dtype=torch.float64), x, w, *OK_ARGS, [True, True])
+        torch.ops.involution.backward(torch.randn(2, 8, 6, 6, dtype=torch.float64, device=device), x, w, *OK_ARGS,
+                                      [True, True])
 
 
 def test_functional_rejects_bad_pair():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import involution_ext  # noqa: F401
-from conftest import Case, assert_close_scaled, involution_loops
+from helpers import Case, assert_close_scaled, involution_loops
 
 
 def rss_mb() -> float:

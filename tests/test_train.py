@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
 
-from involution_ext import train  # noqa: E402
+from involution_ext.apps import train  # noqa: E402
 from involution_ext.checkpoint import CheckpointError  # noqa: E402
 
 FAST = ["--image-size", "16", "--batch-size", "16", "--no-progress", "--no-plot", "--threads", "1",
@@ -32,7 +32,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
     script = (
         "import sys, torch, torch.distributed as dist\n"
-        "from involution_ext import train\n"
+        "from involution_ext.apps import train\n"
         "args = train.parse_args(sys.argv[1:])\n"
         "result = train.train(args)\n"
         "state = {k: v for k, v in result['model'].state_dict().items()}\n"
@@ -127,7 +127,7 @@ def test_digits_learning_check(tmp_path):
 
 
 def test_finetune_from_official_checkpoint_with_new_head(tmp_path):
-    from test_models import official_checkpoint
+    from official_checkpoints import official_checkpoint
 
     ckpt = tmp_path / "rednet26_official.pth"
     state = official_checkpoint(ckpt, depth=26, num_classes=1000)

@@ -109,10 +109,12 @@ def test_wheel_installs_into_fresh_venv_and_works(tmp_path):
     wheel = wheels[0]
     release = ".".join(map(str, _release(torch.__version__)))
     assert f"+torch{release}cpu" in wheel.name and "manylinux" in wheel.name, wheel.name
+    assert "-py3-none-" in wheel.name, f"one wheel for every Python version: {wheel.name}"
     with zipfile.ZipFile(wheel) as z:
         metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
         names = z.namelist()
     assert f"Requires-Dist: torch=={release}.*" in metadata
+    assert "involution_ext/_build_facts.py" in names and not any("/_C." in n for n in names), names
     assert not any("libtorch" in n or "libc10" in n for n in names), "torch's libraries must not be vendored"
 
     venv = tmp_path / "venv"
@@ -127,3 +129,21 @@ def test_wheel_installs_into_fresh_venv_and_works(tmp_path):
     work.mkdir()
     smoke = subprocess.run([str(py), "-c", SMOKE], capture_output=True, text=True, env=env, cwd=work)
     assert smoke.returncode == 0 and "smoke ok" in smoke.stdout, smoke.stdout + smoke.stderr[-3000:]
+
+
+def test_pin_wheel_reads_the_build_facts_as_data(tmp_path):
+    """scripts/pin_wheel.py takes the torch version from the wheel's _build_facts.py with
+    ast.literal_eval: a wheel whose facts file would run code is read, never executed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pin_wheel", ROOT / "scripts" / "pin_wheel.py")
+    pin_wheel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pin_wheel)
+    marker = tmp_path / "ran"
+    facts = ('import pathlib; pathlib.Path(%r).touch()\n'
+             'BUILD_INFO = {"torch_version": "2.13.0+cpu", "torch_cuda_version": "", "cuda": False}\n' % str(marker))
+    wheel = tmp_path / "involution_ext-0.1.0-py3-none-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("involution_ext/_build_facts.py", facts)
+    assert pin_wheel.build_facts(wheel)["torch_version"] == "2.13.0+cpu"
+    assert not marker.exists()

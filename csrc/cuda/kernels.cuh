@@ -1,6 +1,6 @@
 // The CUDA kernels of involution::forward / involution::backward and the host-side
 // recipes that launch them, free of at::Tensor: the backend (involution_cuda.cu) launches
-// them with <<<>>> on the current stream, and tests/cuda_emulation.cpp runs the very same
+// them with <<<>>> on the current stream, and tests/cpp/cuda_emulation.cpp runs the very same
 // code on the CPU with one std::thread per CUDA thread (under ASan/UBSan and TSan), so the
 // kernels' arithmetic, staging and barriers are tested without a GPU.
 //
@@ -10,7 +10,7 @@
 // channels of the group in shared memory, so each source element is read from global
 // memory about once. Each thread then reads its pixel's weight once per tap and applies
 // it to every staged channel from registers (16 accumulators). All index math comes from
-// tiling.h (checked on the CPU by tests/cuda_index_sim.cpp).
+// tiling.h (checked on the CPU by tests/cpp/cuda_index_sim.cpp).
 //
 // Determinism: every output element has one owner thread that sums in a fixed order;
 // grad_input is a gather over the taps that reach the pixel, grad_weight reduces the
@@ -52,14 +52,14 @@ struct alignas(16) Vec16 {
 static_assert(kMaxChunk % Vec16<double>::kLanes == 0 && kMaxChunk % Vec16<float>::kLanes == 0 &&
               kMaxChunk % Vec16<uint16_t>::kLanes == 0, "a chunk is whole vectors");
 
-template <typename T>
-__device__ __forceinline__ bool vector_run(const T* p, int64_t stride_c, int64_t cc) {
+template <typename T, typename I>
+__device__ __forceinline__ bool vector_run(const T* p, I stride_c, I cc) {
   return stride_c == 1 && cc % Vec16<T>::kLanes == 0 &&
          reinterpret_cast<uintptr_t>(p) % sizeof(Vec16<T>) == 0;
 }
 
-template <typename T, typename A>
-__device__ __forceinline__ void store_channels(T* dst, int64_t stride_c, int64_t cc,
+template <typename T, typename I, typename A>
+__device__ __forceinline__ void store_channels(T* dst, I stride_c, I cc,
                                                const A (&value)[kMaxChunk]) {
   constexpr int kLanes = Vec16<T>::kLanes;
   if (vector_run(dst, stride_c, cc)) {
@@ -79,8 +79,8 @@ __device__ __forceinline__ void store_channels(T* dst, int64_t stride_c, int64_t
 }
 
 // Loads as store_channels stores; channels past cc read as zero.
-template <typename T, typename A>
-__device__ __forceinline__ void load_channels(const T* src, int64_t stride_c, int64_t cc,
+template <typename T, typename I, typename A>
+__device__ __forceinline__ void load_channels(const T* src, I stride_c, I cc,
                                               A (&value)[kMaxChunk]) {
   constexpr int kLanes = Vec16<T>::kLanes;
   if (vector_run(src, stride_c, cc)) {
@@ -100,54 +100,70 @@ __device__ __forceinline__ void load_channels(const T* src, int64_t stride_c, in
 // memory, zero outside the source; the block's `nthreads` threads share the work. Values
 // stay in the tensor's dtype: for fp16/bf16 that halves the shared memory a window takes
 // and the bytes read from it per multiply-add (converted to fp32 in registers).
-template <typename T>
-__device__ void stage_window(T* smem, const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
-                             const Window& win, int64_t pitch, int64_t cc, int64_t nrows,
-                             int64_t ncols, bool channel_fastest, int64_t nthreads) {
-  const int64_t total = cc * win.rows * win.cols;
-  for (int64_t idx = threadIdx.x; idx < total; idx += nthreads) {
-    const Cell cell = staging_cell(idx, cc, win, channel_fastest);
-    const int64_t h = win.row0 + cell.r, w = win.col0 + cell.col;
+template <typename T, typename I>
+__device__ void stage_window(T* smem, const T* src, I s_c, I s_h, I s_w, const Window<I>& win,
+                             I pitch, I cc, I nrows, I ncols, bool channel_fastest, I nthreads) {
+  const I total = cc * win.rows * win.cols;
+  for (I idx = threadIdx.x; idx < total; idx += nthreads) {
+    const Cell<I> cell = staging_cell(idx, cc, win, channel_fastest);
+    const I h = win.row0 + cell.r, w = win.col0 + cell.col;
     T value = static_cast<T>(0);
     if (h >= 0 && h < nrows && w >= 0 && w < ncols) value = src[cell.c * s_c + h * s_h + w * s_w];
     smem[smem_offset(win, pitch, cell.c, cell.r, cell.col)] = value;
   }
 }
 
-// Reads channel c at window cell (r, col): from shared memory when staged, else from
-// global memory with bounds checks (windows too large for shared memory).
-template <bool kStaged, typename T, typename A = acc_t<T>>
-__device__ __forceinline__ A window_value(const T* smem, const Window& win, int64_t pitch,
-                                          const T* src, int64_t s_c, int64_t s_h, int64_t s_w,
-                                          int64_t c, int64_t r, int64_t col, int64_t nrows,
-                                          int64_t ncols) {
+// Where one tap's reads come from, worked out once per tap rather than per channel: in the
+// staged window, the cell's offset in channel 0's plane (channel c adds c * plane); unstaged,
+// the pixel's offset in channel 0 of the source (c adds c * s_c), or nothing when the pixel
+// lies in the padding (windows too large for shared memory).
+template <typename I>
+struct TapSource {
+  I offset;
+  bool inside;
+};
+
+template <bool kStaged, typename I>
+__device__ __forceinline__ TapSource<I> tap_source(const Window<I>& win, I pitch, I s_h, I s_w,
+                                                   I r, I col, I nrows, I ncols) {
   if constexpr (kStaged) {
-    return static_cast<A>(smem[smem_offset(win, pitch, c, r, col)]);
+    return {r * pitch + col, true};
   } else {
-    const int64_t h = win.row0 + r, w = win.col0 + col;
-    if (h < 0 || h >= nrows || w < 0 || w >= ncols) return A(0);
-    return static_cast<A>(src[c * s_c + h * s_h + w * s_w]);
+    const I h = win.row0 + r, w = win.col0 + col;
+    const bool inside = h >= 0 && h < nrows && w >= 0 && w < ncols;
+    return {inside ? h * s_h + w * s_w : I(0), inside};
   }
+}
+
+// Channel c's value at a tap (plane: staged elements per channel; s_c: the source's channel
+// stride).
+template <bool kStaged, typename T, typename I, typename A = acc_t<T>>
+__device__ __forceinline__ A tap_value(const T* smem, I plane, const T* src, I s_c,
+                                       const TapSource<I>& at, int c) {
+  if constexpr (kStaged) return static_cast<A>(smem[c * plane + at.offset]);
+  else return at.inside ? static_cast<A>(src[c * s_c + at.offset]) : A(0);
 }
 
 // forward (Map = ForwardMap: src = input, out = output) and grad_input (GradInputMap:
 // src = grad_output, out = grad_input, a gather over the taps that reach each pixel).
-template <typename T, typename Map, bool kStaged>
+// I: the index type (int32 when the call's offsets fit, see int32_indexing_fits).
+template <typename T, typename Map, bool kStaged, typename I>
 __global__ void __launch_bounds__(kThreads)
-    gather_kernel(Geometry s, Plan p, View4<const T> src, int64_t src_rows, int64_t src_cols,
-                  View6<const T> w, View4<T> out, int64_t out_rows, int64_t out_cols,
+    gather_kernel(BasicGeometry<I> s, BasicPlan<I> p, View4<const T, I> src, I src_rows,
+                  I src_cols, View6<const T, I> w, View4<T, I> out, I out_rows, I out_cols,
                   bool channel_fastest) {
   using A = acc_t<T>;
   T* smem = shared_scratch<T>();
-  const BlockCoord bc = block_coord(s, p, blockIdx.x);
-  const auto [ty, tx, ph, pw] = thread_pixel(p, bc, threadIdx.x);
+  const BlockCoord<I> bc = block_coord(s, p, I(blockIdx.x));
+  const auto [ty, tx, ph, pw] = thread_pixel(p, bc, I(threadIdx.x));
   const bool active = ph < out_rows && pw < out_cols;
-  const Window win = Map::window(s, p.tile, bc.h0, bc.w0);
-  const int64_t cg = s.channels_per_group();
-  const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
+  const Window<I> win = Map::window(s, p.tile, bc.h0, bc.w0);
+  const I plane = win.rows * p.pitch;
+  const I cg = s.channels_per_group();
+  const I chunk = kStaged ? p.chunk : I(kMaxChunk);
   const T* wplane = w.data + bc.b * w.s.b + bc.g * w.s.g;
-  for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
-    const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
+  for (I c0 = 0; c0 < cg; c0 += chunk) {
+    const I cc = cg - c0 < chunk ? cg - c0 : chunk;
     const T* srcc = src.data + bc.b * src.s.b + (bc.g * cg + c0) * src.s.c;
     if constexpr (kStaged) {
       __syncthreads();  // the previous chunk's reads are done
@@ -159,16 +175,16 @@ __global__ void __launch_bounds__(kThreads)
     A acc[kMaxChunk];
 #pragma unroll
     for (int c = 0; c < kMaxChunk; ++c) acc[c] = A(0);
-    for (int64_t u = 0; u < s.Kh; ++u) {
-      for (int64_t v = 0; v < s.Kw; ++v) {
-        TapRead t;
+    for (I u = 0; u < s.Kh; ++u) {
+      for (I v = 0; v < s.Kw; ++v) {
+        TapRead<I> t;
         if (!Map::tap(s, win, ty, tx, ph, pw, u, v, t)) continue;
         const A wv = static_cast<A>(wplane[u * w.s.u + v * w.s.v + t.wi * w.s.i + t.wj * w.s.j]);
+        const TapSource<I> at =
+            tap_source<kStaged>(win, p.pitch, src.s.h, src.s.w, t.r, t.col, src_rows, src_cols);
 #pragma unroll
         for (int c = 0; c < kMaxChunk; ++c)
-          if (c < cc)
-            acc[c] += wv * window_value<kStaged>(smem, win, p.pitch, srcc, src.s.c, src.s.h,
-                                                 src.s.w, c, t.r, t.col, src_rows, src_cols);
+          if (c < cc) acc[c] += wv * tap_value<kStaged>(smem, plane, srcc, src.s.c, at, c);
       }
     }
     store_channels(out.data + bc.b * out.s.b + (bc.g * cg + c0) * out.s.c + ph * out.s.h +
@@ -179,21 +195,22 @@ __global__ void __launch_bounds__(kThreads)
 
 // O is the type grad_weight is accumulated in across channel chunks: T when the group
 // fits one chunk, fp32 (a temporary) for half types with several chunks.
-template <typename T, typename O, bool kStaged>
+template <typename T, typename O, bool kStaged, typename I>
 __global__ void __launch_bounds__(kThreads)
-    grad_weight_kernel(Geometry s, Plan p, View4<const T> gy, View4<const T> x, View6<O> gw,
-                       bool channel_fastest) {
+    grad_weight_kernel(BasicGeometry<I> s, BasicPlan<I> p, View4<const T, I> gy,
+                       View4<const T, I> x, View6<O, I> gw, bool channel_fastest) {
   using A = acc_t<T>;
   T* smem = shared_scratch<T>();
-  const BlockCoord bc = block_coord(s, p, blockIdx.x);
-  const auto [ty, tx, i, j] = thread_pixel(p, bc, threadIdx.x);
+  const BlockCoord<I> bc = block_coord(s, p, I(blockIdx.x));
+  const auto [ty, tx, i, j] = thread_pixel(p, bc, I(threadIdx.x));
   const bool active = i < s.Ho && j < s.Wo;
-  const Window win = input_window(s, p.tile, bc.h0, bc.w0);
-  const int64_t cg = s.channels_per_group();
-  const int64_t chunk = kStaged ? p.chunk : kMaxChunk;
+  const Window<I> win = input_window(s, p.tile, bc.h0, bc.w0);
+  const I plane = win.rows * p.pitch;
+  const I cg = s.channels_per_group();
+  const I chunk = kStaged ? p.chunk : I(kMaxChunk);
   O* gwpix = gw.data + bc.b * gw.s.b + bc.g * gw.s.g + i * gw.s.i + j * gw.s.j;
-  for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
-    const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
+  for (I c0 = 0; c0 < cg; c0 += chunk) {
+    const I cc = cg - c0 < chunk ? cg - c0 : chunk;
     const T* xs = x.data + bc.b * x.s.b + (bc.g * cg + c0) * x.s.c;
     if constexpr (kStaged) {
       __syncthreads();
@@ -205,16 +222,15 @@ __global__ void __launch_bounds__(kThreads)
     A gyv[kMaxChunk];
     load_channels(gy.data + bc.b * gy.s.b + (bc.g * cg + c0) * gy.s.c + i * gy.s.h + j * gy.s.w,
                   gy.s.c, cc, gyv);
-    for (int64_t u = 0; u < s.Kh; ++u) {
-      const int64_t r = forward_tap_row(s, ty, u);
-      for (int64_t v = 0; v < s.Kw; ++v) {
-        const int64_t col = forward_tap_col(s, tx, v);
+    for (I u = 0; u < s.Kh; ++u) {
+      const I r = forward_tap_row(s, ty, u);
+      for (I v = 0; v < s.Kw; ++v) {
+        const TapSource<I> at = tap_source<kStaged>(win, p.pitch, x.s.h, x.s.w, r,
+                                                    forward_tap_col(s, tx, v), s.H, s.W);
         A sum = A(0);
 #pragma unroll
         for (int c = 0; c < kMaxChunk; ++c)
-          if (c < cc)
-            sum += gyv[c] * window_value<kStaged>(smem, win, p.pitch, xs, x.s.c, x.s.h, x.s.w, c,
-                                                  r, col, s.H, s.W);
+          if (c < cc) sum += gyv[c] * tap_value<kStaged>(smem, plane, xs, x.s.c, at, c);
         O* dst = gwpix + u * gw.s.u + v * gw.s.v;
         *dst = c0 == 0 ? static_cast<O>(sum) : static_cast<O>(static_cast<A>(*dst) + sum);
       }
@@ -226,19 +242,37 @@ __global__ void __launch_bounds__(kThreads)
 // runs `kernel` over `blocks` blocks of `threads` threads with that much dynamic shared
 // memory.
 
+// Index width of a launch: Auto takes int32 when int32_indexing_fits, else int64; Int64
+// forces the wide path (the CPU emulation runs both).
+enum class Indexing { Auto, Int64 };
+
+// Calls fn(I{}) with the index type the launch runs in.
+template <typename Fn>
+void with_index_type(bool int32_fits, Indexing indexing, Fn&& fn) {
+  if (int32_fits && indexing == Indexing::Auto)
+    fn(int32_t{});
+  else
+    fn(int64_t{});
+}
+
 // forward (Map = ForwardMap: threads own output pixels) or grad_input (Map = GradInputMap:
 // threads own input pixels); out_rows/out_cols: that map's extent.
 template <typename T, typename Map, typename Launch>
 void run_gather(Launch&& launch, const Geometry& s, View4<const T> src, int64_t src_rows,
                 int64_t src_cols, View6<const T> w, View4<T> out, int64_t out_rows,
-                int64_t out_cols, bool channel_fastest) {
+                int64_t out_cols, bool channel_fastest, Indexing indexing = Indexing::Auto) {
   const Plan p = plan_for<Map>(s, out_rows, out_cols, sizeof(T));
-  if (p.chunk > 0)
-    launch(gather_kernel<T, Map, true>, p.blocks, p.threads(), p.smem_elems() * sizeof(T), s, p,
-           src, src_rows, src_cols, w, out, out_rows, out_cols, channel_fastest);
-  else
-    launch(gather_kernel<T, Map, false>, p.blocks, p.threads(), 0, s, p, src, src_rows, src_cols,
-           w, out, out_rows, out_cols, channel_fastest);
+  const bool fits = int32_indexing_fits(s, p, {view_span(src.s, s.B, s.C, src_rows, src_cols),
+                                               view_span(w.s, s),
+                                               view_span(out.s, s.B, s.C, out_rows, out_cols)});
+  with_index_type(fits, indexing, [&](auto index) {
+    using I = decltype(index);
+    const bool staged = p.chunk > 0;
+    launch(staged ? gather_kernel<T, Map, true, I> : gather_kernel<T, Map, false, I>, p.blocks,
+           p.threads(), staged ? p.smem_elems() * int64_t(sizeof(T)) : 0, s.template as<I>(),
+           p.template as<I>(), src.template as<I>(), I(src_rows), I(src_cols), w.template as<I>(),
+           out.template as<I>(), I(out_rows), I(out_cols), channel_fastest);
+  });
 }
 
 // grad_weight's threads own output pixels and stage input windows, as forward's do.
@@ -260,13 +294,19 @@ bool grad_weight_needs_fp32_scratch(const Geometry& s, const Plan& p) {
 // grad_weight_needs_fp32_scratch).
 template <typename T, typename O, typename Launch>
 void run_grad_weight(Launch&& launch, const Geometry& s, const Plan& p, View4<const T> gy,
-                     View4<const T> x, View6<O> gw, bool channel_fastest) {
-  if (p.chunk > 0)
-    launch(grad_weight_kernel<T, O, true>, p.blocks, p.threads(), p.smem_elems() * sizeof(T), s,
-           p, gy, x, gw, channel_fastest);
-  else
-    launch(grad_weight_kernel<T, O, false>, p.blocks, p.threads(), 0, s, p, gy, x, gw,
-           channel_fastest);
+                     View4<const T> x, View6<O> gw, bool channel_fastest,
+                     Indexing indexing = Indexing::Auto) {
+  const bool fits = int32_indexing_fits(s, p, {view_span(gy.s, s.B, s.C, s.Ho, s.Wo),
+                                               view_span(x.s, s.B, s.C, s.H, s.W),
+                                               view_span(gw.s, s)});
+  with_index_type(fits, indexing, [&](auto index) {
+    using I = decltype(index);
+    const bool staged = p.chunk > 0;
+    launch(staged ? grad_weight_kernel<T, O, true, I> : grad_weight_kernel<T, O, false, I>,
+           p.blocks, p.threads(), staged ? p.smem_elems() * int64_t(sizeof(T)) : 0,
+           s.template as<I>(), p.template as<I>(), gy.template as<I>(), x.template as<I>(),
+           gw.template as<I>(), channel_fastest);
+  });
 }
 
 }  // namespace involution::cuda

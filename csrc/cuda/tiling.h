@@ -1,13 +1,20 @@
 // Tiling and index math of the CUDA kernels, as __host__ __device__ helpers: the
 // kernels use nothing else to map blocks/threads to pixels and shared memory, so a
-// CPU test (tests/cuda_index_sim.cpp) can run the same helpers over every block and
+// CPU test (tests/cpp/cuda_index_sim.cpp) can run the same helpers over every block and
 // thread of a launch and check that each output is written exactly once and every
 // read stays in bounds — the hardest part of the kernels is tested without a GPU.
+//
+// Every helper is templated on the index type I (int32_t or int64_t, as BasicGeometry): the
+// host plans in int64, and a launch runs its kernels on int32 copies of the geometry, plan
+// and strides when int32_indexing_fits says every offset of the call fits.
 #pragma once
 
 #include "geometry.h"
+#include "views.h"
 
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
 
 namespace involution::cuda {
 
@@ -20,8 +27,9 @@ constexpr int kMaxChunk = 16;
 constexpr int64_t kSmemBytes = 48 * 1024;
 
 // The pixels a block owns: h rows x w columns, one thread each.
+template <typename I>
 struct Tile {
-  int64_t h, w;
+  I h, w;
 };
 
 // The tile for a map of rows x cols pixels: 32 columns (a warp per row, so NCHW rows are
@@ -29,85 +37,103 @@ struct Tile {
 // threads, but no more than the map has (rounded up to a power of two). A fixed 8x32 tile
 // would leave most threads idle on RedNet's 14x14 and 7x7 stages (38 % and 19 % busy);
 // these get 16x16 and 8x8 tiles (77 %).
-INVOLUTION_HD Tile choose_tile(int64_t rows, int64_t cols) {
-  const int64_t w = cols <= 8 ? 8 : cols <= 16 ? 16 : 32;
-  int64_t h = 1;
+template <typename I>
+INVOLUTION_HD Tile<I> choose_tile(I rows, I cols) {
+  const I w = cols <= 8 ? 8 : cols <= 16 ? 16 : 32;
+  I h = 1;
   while (h < rows && 2 * h * w <= kThreads) h *= 2;
   return {h, w};
 }
 
 // A rectangle of source rows/columns staged in shared memory (may extend past the
 // tensor: those cells are zero).
+template <typename I>
 struct Window {
-  int64_t row0, col0, rows, cols;
+  I row0, col0, rows, cols;
 };
 
 // Input rows/columns read by the output tile starting at (i0, j0) (forward, grad_weight).
-INVOLUTION_HD Window input_window(const Geometry& s, const Tile& t, int64_t i0, int64_t j0) {
+template <typename I>
+INVOLUTION_HD Window<I> input_window(const BasicGeometry<I>& s, const Tile<I>& t, I i0, I j0) {
   return {i0 * s.stride_h - s.pad_h, j0 * s.stride_w - s.pad_w,
           (t.h - 1) * s.stride_h + (s.Kh - 1) * s.dil_h + 1,
           (t.w - 1) * s.stride_w + (s.Kw - 1) * s.dil_w + 1};
 }
 
 // Output rows/columns that touch the input tile starting at (h0, w0) (grad_input).
-INVOLUTION_HD Window output_window(const Geometry& s, const Tile& t, int64_t h0, int64_t w0) {
-  const int64_t r0 = ceil_div(h0 + s.pad_h - (s.Kh - 1) * s.dil_h, s.stride_h);
-  const int64_t r1 = floor_div(h0 + t.h - 1 + s.pad_h, s.stride_h);
-  const int64_t c0 = ceil_div(w0 + s.pad_w - (s.Kw - 1) * s.dil_w, s.stride_w);
-  const int64_t c1 = floor_div(w0 + t.w - 1 + s.pad_w, s.stride_w);
+template <typename I>
+INVOLUTION_HD Window<I> output_window(const BasicGeometry<I>& s, const Tile<I>& t, I h0, I w0) {
+  const I r0 = ceil_div<I>(h0 + s.pad_h - (s.Kh - 1) * s.dil_h, s.stride_h);
+  const I r1 = floor_div<I>(h0 + t.h - 1 + s.pad_h, s.stride_h);
+  const I c0 = ceil_div<I>(w0 + s.pad_w - (s.Kw - 1) * s.dil_w, s.stride_w);
+  const I c1 = floor_div<I>(w0 + t.w - 1 + s.pad_w, s.stride_w);
   return {r0, c0, r1 >= r0 ? r1 - r0 + 1 : 0, c1 >= c0 ? c1 - c0 + 1 : 0};
 }
 
 // Largest output_window over all tiles, for sizing shared memory.
-INVOLUTION_HD Window max_output_window(const Geometry& s, const Tile& t) {
+template <typename I>
+INVOLUTION_HD Window<I> max_output_window(const BasicGeometry<I>& s, const Tile<I>& t) {
   return {0, 0, (t.h - 1 + (s.Kh - 1) * s.dil_h) / s.stride_h + 2,
           (t.w - 1 + (s.Kw - 1) * s.dil_w) / s.stride_w + 2};
 }
 
 // Launch plan shared by host code and the CPU simulation. Blocks are linear over
 // (b, g, tile row, tile column) — gridDim.x alone, so no 65535 limit applies.
-struct Plan {
-  Tile tile;
-  int64_t tiles_h, tiles_w, blocks;
-  int64_t chunk;          // channels staged per pass (<= kMaxChunk); 0 = no staging
-  int64_t pitch;          // elements per staged row (>= the window's columns, smem_pitch)
-  int64_t window_cells;   // rows * pitch of the largest staged window
-  INVOLUTION_HD int64_t threads() const { return tile.h * tile.w; }
-  INVOLUTION_HD int64_t smem_elems() const { return chunk * window_cells; }
+template <typename I>
+struct BasicPlan {
+  Tile<I> tile;
+  I tiles_h, tiles_w, blocks;
+  I chunk;          // channels staged per pass (<= kMaxChunk); 0 = no staging
+  I pitch;          // elements per staged row (>= the window's columns, smem_pitch)
+  I window_cells;   // rows * pitch of the largest staged window
+  INVOLUTION_HD I threads() const { return tile.h * tile.w; }
+  INVOLUTION_HD I smem_elems() const { return chunk * window_cells; }
+  template <typename J>
+  INVOLUTION_HD BasicPlan<J> as() const {
+    return {{J(tile.h), J(tile.w)}, J(tiles_h), J(tiles_w), J(blocks), J(chunk), J(pitch),
+            J(window_cells)};
+  }
 };
+using Plan = BasicPlan<int64_t>;
 
+template <typename I>
 struct BlockCoord {
-  int64_t b, g, h0, w0;  // batch, group, first pixel row/column of the tile
+  I b, g, h0, w0;  // batch, group, first pixel row/column of the tile
 };
-INVOLUTION_HD BlockCoord block_coord(const Geometry& s, const Plan& p, int64_t block) {
-  const int64_t tw = block % p.tiles_w;
-  const int64_t th = (block / p.tiles_w) % p.tiles_h;
-  const int64_t bg = block / (p.tiles_w * p.tiles_h);
+template <typename I>
+INVOLUTION_HD BlockCoord<I> block_coord(const BasicGeometry<I>& s, const BasicPlan<I>& p, I block) {
+  const I tw = block % p.tiles_w;
+  const I th = (block / p.tiles_w) % p.tiles_h;
+  const I bg = block / (p.tiles_w * p.tiles_h);
   return {bg / s.G, bg % s.G, th * p.tile.h, tw * p.tile.w};
 }
 
 // Thread t of a block owns pixel (h0 + ty, w0 + tx) of its tile.
+template <typename I>
 struct ThreadPixel {
-  int64_t ty, tx, h, w;
+  I ty, tx, h, w;
 };
-INVOLUTION_HD ThreadPixel thread_pixel(const Plan& p, const BlockCoord& bc, int64_t thread) {
-  const int64_t ty = thread / p.tile.w, tx = thread % p.tile.w;
+template <typename I>
+INVOLUTION_HD ThreadPixel<I> thread_pixel(const BasicPlan<I>& p, const BlockCoord<I>& bc, I thread) {
+  const I ty = thread / p.tile.w, tx = thread % p.tile.w;
   return {ty, tx, bc.h0 + ty, bc.w0 + tx};
 }
 
 // Cooperative staging: staged element `idx` of a chunk of `chunk` channels maps to
 // (channel, row, col). Column-fastest suits NCHW sources (coalesced along W); with
 // channel_fastest the channels of one pixel are adjacent (channels_last sources).
+template <typename I>
 struct Cell {
-  int64_t c, r, col;
+  I c, r, col;
 };
-INVOLUTION_HD Cell staging_cell(int64_t idx, int64_t chunk, const Window& w, bool channel_fastest) {
+template <typename I>
+INVOLUTION_HD Cell<I> staging_cell(I idx, I chunk, const Window<I>& w, bool channel_fastest) {
   if (channel_fastest) return {idx % chunk, idx / (chunk * w.cols), (idx / chunk) % w.cols};
   return {idx / (w.rows * w.cols), (idx / w.cols) % w.rows, idx % w.cols};
 }
 // Shared-memory layout [channel][row][col], `pitch` elements per row.
-INVOLUTION_HD int64_t smem_offset(const Window& w, int64_t pitch, int64_t c, int64_t r,
-                                  int64_t col) {
+template <typename I>
+INVOLUTION_HD I smem_offset(const Window<I>& w, I pitch, I c, I r, I col) {
   return (c * w.rows + r) * pitch + col;
 }
 
@@ -115,7 +141,7 @@ INVOLUTION_HD int64_t smem_offset(const Window& w, int64_t pitch, int64_t c, int
 // word a bank must serve. For one read of the compute loop — lane (ty, tx) of the first
 // warp reading element ty * row_elems + tx * col_step — returns the worst such count
 // (1: conflict-free).
-INVOLUTION_HD int64_t warp_bank_conflicts(const Tile& t, int64_t row_elems, int64_t col_step,
+INVOLUTION_HD int64_t warp_bank_conflicts(const Tile<int64_t>& t, int64_t row_elems, int64_t col_step,
                                           int64_t elem) {
   int64_t words[64];
   int64_t n = 0;
@@ -145,9 +171,9 @@ INVOLUTION_HD int64_t warp_bank_conflicts(const Tile& t, int64_t row_elems, int6
 // 14 columns: 2-way conflicts, i.e. half the shared-memory bandwidth). The search stops
 // once only the conflicts within one tile row (strided columns), which no pitch changes,
 // are left: it runs on the host for every launch.
-INVOLUTION_HD int64_t smem_pitch(int64_t cols, const Tile& t, int64_t row_step, int64_t col_step,
-                                 int64_t elem) {
-  const int64_t floor = warp_bank_conflicts(Tile{1, t.w}, 0, col_step, elem);
+INVOLUTION_HD int64_t smem_pitch(int64_t cols, const Tile<int64_t>& t, int64_t row_step,
+                                 int64_t col_step, int64_t elem) {
+  const int64_t floor = warp_bank_conflicts(Tile<int64_t>{1, t.w}, 0, col_step, elem);
   int64_t best = cols, fewest = warp_bank_conflicts(t, cols * row_step, col_step, elem);
   for (int64_t pitch = cols + 1; pitch <= cols + 32 && fewest > floor; ++pitch) {
     const int64_t conflicts = warp_bank_conflicts(t, pitch * row_step, col_step, elem);
@@ -158,19 +184,21 @@ INVOLUTION_HD int64_t smem_pitch(int64_t cols, const Tile& t, int64_t row_step, 
 
 // Forward / grad_weight: thread (ty, tx) owns output pixel (h0 + ty, w0 + tx); tap (u, v)
 // reads window cell (ty*sh + u*dh, tx*sw + v*dw), i.e. input (i*sh - ph + u*dh, ...).
-INVOLUTION_HD int64_t forward_tap_row(const Geometry& s, int64_t ty, int64_t u) {
+template <typename I>
+INVOLUTION_HD I forward_tap_row(const BasicGeometry<I>& s, I ty, I u) {
   return ty * s.stride_h + u * s.dil_h;
 }
-INVOLUTION_HD int64_t forward_tap_col(const Geometry& s, int64_t tx, int64_t v) {
+template <typename I>
+INVOLUTION_HD I forward_tap_col(const BasicGeometry<I>& s, I tx, I v) {
   return tx * s.stride_w + v * s.dil_w;
 }
 
 // grad_input: input pixel (h, w) gathers from output (i, j) = ((h+ph-u*dh)/sh, (w+pw-v*dw)/sw)
 // for the taps where both divide exactly and (i, j) lies in the output. Returns false
 // for taps that do not contribute.
-INVOLUTION_HD bool grad_input_tap(const Geometry& s, int64_t h, int64_t w, int64_t u, int64_t v,
-                                  int64_t& i, int64_t& j) {
-  const int64_t nh = h + s.pad_h - u * s.dil_h, nw = w + s.pad_w - v * s.dil_w;
+template <typename I>
+INVOLUTION_HD bool grad_input_tap(const BasicGeometry<I>& s, I h, I w, I u, I v, I& i, I& j) {
+  const I nh = h + s.pad_h - u * s.dil_h, nw = w + s.pad_w - v * s.dil_w;
   if (nh < 0 || nw < 0 || nh % s.stride_h != 0 || nw % s.stride_w != 0) return false;
   i = nh / s.stride_h;
   j = nw / s.stride_w;
@@ -181,38 +209,45 @@ INVOLUTION_HD bool grad_input_tap(const Geometry& s, int64_t h, int64_t w, int64
 // out[c, pixel] = sum over taps of weight[tap, wi, wj] * src[c, window cell (r, col)]:
 // which window a tile stages, and for a pixel and a tap the cell to read and the weight
 // pixel (wi, wj) to apply (false: the tap does not reach this pixel).
+template <typename I>
 struct TapRead {
-  int64_t r, col, wi, wj;
+  I r, col, wi, wj;
 };
 struct ForwardMap {  // pixels: output (i, j); source: input
-  INVOLUTION_HD static Window window(const Geometry& s, const Tile& t, int64_t h0, int64_t w0) {
+  template <typename I>
+  INVOLUTION_HD static Window<I> window(const BasicGeometry<I>& s, const Tile<I>& t, I h0, I w0) {
     return input_window(s, t, h0, w0);
   }
-  INVOLUTION_HD static Window max_window(const Geometry& s, const Tile& t) {
-    return input_window(s, t, 0, 0);
+  template <typename I>
+  INVOLUTION_HD static Window<I> max_window(const BasicGeometry<I>& s, const Tile<I>& t) {
+    return input_window(s, t, I(0), I(0));
   }
   // Window rows / columns between adjacent threads' reads.
   INVOLUTION_HD static int64_t row_step(const Geometry& s) { return s.stride_h; }
   INVOLUTION_HD static int64_t col_step(const Geometry& s) { return s.stride_w; }
-  INVOLUTION_HD static bool tap(const Geometry& s, const Window&, int64_t ty, int64_t tx, int64_t i,
-                                int64_t j, int64_t u, int64_t v, TapRead& t) {
+  template <typename I>
+  INVOLUTION_HD static bool tap(const BasicGeometry<I>& s, const Window<I>&, I ty, I tx, I i, I j,
+                                I u, I v, TapRead<I>& t) {
     t = {forward_tap_row(s, ty, u), forward_tap_col(s, tx, v), i, j};
     return true;
   }
 };
 struct GradInputMap {  // pixels: input (h, w); source: grad_output
-  INVOLUTION_HD static Window window(const Geometry& s, const Tile& t, int64_t h0, int64_t w0) {
+  template <typename I>
+  INVOLUTION_HD static Window<I> window(const BasicGeometry<I>& s, const Tile<I>& t, I h0, I w0) {
     return output_window(s, t, h0, w0);
   }
-  INVOLUTION_HD static Window max_window(const Geometry& s, const Tile& t) {
+  template <typename I>
+  INVOLUTION_HD static Window<I> max_window(const BasicGeometry<I>& s, const Tile<I>& t) {
     return max_output_window(s, t);
   }
   // Stride 1: adjacent threads read adjacent cells; larger strides skip taps irregularly.
   INVOLUTION_HD static int64_t row_step(const Geometry&) { return 1; }
   INVOLUTION_HD static int64_t col_step(const Geometry&) { return 1; }
-  INVOLUTION_HD static bool tap(const Geometry& s, const Window& win, int64_t, int64_t, int64_t h,
-                                int64_t w, int64_t u, int64_t v, TapRead& t) {
-    int64_t i, j;
+  template <typename I>
+  INVOLUTION_HD static bool tap(const BasicGeometry<I>& s, const Window<I>& win, I, I, I h, I w, I u,
+                                I v, TapRead<I>& t) {
+    I i, j;
     if (!grad_input_tap(s, h, w, u, v, i, j)) return false;
     t = {i - win.row0, j - win.col0, i, j};
     return true;
@@ -229,7 +264,7 @@ INVOLUTION_HD Plan plan_for(const Geometry& s, int64_t rows, int64_t cols, int64
   p.tiles_h = ceil_div(rows, p.tile.h);
   p.tiles_w = ceil_div(cols, p.tile.w);
   p.blocks = s.B * s.G * p.tiles_h * p.tiles_w;
-  const Window window = Map::max_window(s, p.tile);
+  const Window<int64_t> window = Map::max_window(s, p.tile);
   p.pitch = smem_pitch(window.cols, p.tile, Map::row_step(s), Map::col_step(s), elem);
   p.window_cells = window.rows * p.pitch;
   const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
@@ -237,6 +272,34 @@ INVOLUTION_HD Plan plan_for(const Geometry& s, int64_t rows, int64_t cols, int64
   if (chunk > kMaxChunk) chunk = kMaxChunk;
   p.chunk = chunk;  // 0: even one channel's window does not fit; read global memory
   return p;
+}
+
+// Largest element offset a view reaches: the sum over its dims of |stride| * (size - 1).
+inline int64_t span_term(int64_t stride, int64_t size) {
+  return (stride < 0 ? -stride : stride) * (size > 0 ? size - 1 : 0);
+}
+inline int64_t view_span(const Strides4& st, int64_t b, int64_t c, int64_t h, int64_t w) {
+  return span_term(st.b, b) + span_term(st.c, c) + span_term(st.h, h) + span_term(st.w, w);
+}
+inline int64_t view_span(const Strides6& st, const Geometry& s) {
+  return span_term(st.b, s.B) + span_term(st.g, s.G) + span_term(st.u, s.Kh) +
+         span_term(st.v, s.Kw) + span_term(st.i, s.Ho) + span_term(st.j, s.Wo);
+}
+
+// True when every index the kernels compute for this call fits int32: the element offsets
+// of each tensor view (view_span), the pixel coordinates of windows and taps (which reach
+// past the map by the padding, the dilated window and a tile of strided threads), and the
+// block index. Then the kernels run on int32 copies of geometry, plan and strides.
+inline bool int32_indexing_fits(const Geometry& s, const Plan& p,
+                                std::initializer_list<int64_t> view_spans) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  for (int64_t span : view_spans)
+    if (span > kMax) return false;
+  const int64_t rows =
+      (s.H > s.Ho ? s.H : s.Ho) + 2 * s.pad_h + s.Kh * s.dil_h + kThreads * s.stride_h;
+  const int64_t cols =
+      (s.W > s.Wo ? s.W : s.Wo) + 2 * s.pad_w + s.Kw * s.dil_w + kThreads * s.stride_w;
+  return rows <= kMax && cols <= kMax && p.blocks <= kMax && s.B * s.C <= kMax;
 }
 
 }  // namespace involution::cuda

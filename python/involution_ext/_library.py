@@ -11,24 +11,26 @@ LIBRARY_NAME = "libinvolution_ops.so"
 
 
 def _build_info() -> dict:
+    """The facts the op library was built with (``_build_facts.py``, written by the build);
+    empty when running from a source tree that was never built."""
     try:
-        from . import _C  # build facts only; imports even when the op library cannot load
+        from ._build_facts import BUILD_INFO
     except ImportError:
         return {}
-    return dict(_C.build_info)
+    return dict(BUILD_INFO)
 
 
 def library_path() -> Path:
-    """Path of the op library: $INVOLUTION_EXT_LIBRARY, else beside the ``_C`` module
-    (that is where an editable install puts it), else beside this file."""
+    """Path of the op library: $INVOLUTION_EXT_LIBRARY, else beside the generated
+    ``_build_facts.py`` (that is where an editable install puts both), else beside this file."""
     env = os.environ.get("INVOLUTION_EXT_LIBRARY")
     if env:
         return Path(env).resolve()
     candidates = [Path(__file__).with_name(LIBRARY_NAME)]
     try:
-        from . import _C
+        from . import _build_facts
 
-        candidates.insert(0, Path(_C.__file__).with_name(LIBRARY_NAME))
+        candidates.insert(0, Path(_build_facts.__file__).with_name(LIBRARY_NAME))
     except ImportError:
         pass
     for path in candidates:

@@ -1,7 +1,7 @@
 """Training recipe for RedNet on PyTorch's own distributed engine.
 
-    python -m involution_ext.train --out runs/digits                     # one process
-    torchrun --nproc-per-node 2 -m involution_ext.train --out runs/ddp   # DDP, gloo on CPU / nccl on GPU
+    python -m involution_ext.apps.train --out runs/digits                     # one process
+    torchrun --nproc-per-node 2 -m involution_ext.apps.train --out runs/ddp   # DDP, gloo on CPU / nccl on GPU
 
 Defaults follow the paper (SGD momentum 0.9, weight decay 1e-4 not on BN or biases, cosine LR
 with linear warm-up, label smoothing 0.1, LR 0.1 per 256 images of global batch). The embedded
@@ -25,6 +25,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -32,10 +33,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .._optional import MissingDependencyError, require
+from ..checkpoint import CheckpointError, load_checkpoint_file, load_official_checkpoint
+from ..models import rednet
 from ._images import load_image
-from ._optional import MissingDependencyError, require
-from .checkpoint import CheckpointError, load_checkpoint_file, load_official_checkpoint
-from .models import rednet
 
 
 # ---------------------------------------------------------------- data
@@ -199,7 +200,7 @@ NOT_RESUMED = {"resume", "max_steps", "pretrained"}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m involution_ext.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m involution_ext.apps.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="digits", help="'digits' (embedded) or an image-folder root")
     p.add_argument("--depth", type=int, default=26, choices=[26, 38, 50, 101, 152])
@@ -302,7 +303,45 @@ def evaluate(model, x, y, batch_size, rank, world, device, autocast_ctx, channel
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def train(args: argparse.Namespace) -> Dict:
+@dataclass
+class Run:
+    """Everything one training run holds: what :func:`setup` builds, and the position
+    (epoch, step in it, best accuracy) that a checkpoint saves and :func:`restore` sets."""
+
+    args: argparse.Namespace
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    data: Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    model: nn.Module  # the bare model (checkpoints and evaluation)
+    run_model: nn.Module  # what the step calls: DDP- and compile-wrapped as asked
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    amp_dtype: Optional[torch.dtype]
+    steps_per_epoch: int
+    total_steps: int
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_acc: float = 0.0
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.args.channels_last else x
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """Process group, seeds, data, model (official weights if asked, synchronised BN under
+    DDP), optimizer, LR schedule, AMP scaler, and the DDP / compile wrappers."""
     rank, world, device = setup_distributed()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -313,9 +352,9 @@ def train(args: argparse.Namespace) -> Dict:
         out.mkdir(parents=True, exist_ok=True)
 
     if args.data == "digits":
-        x_train, y_train, x_test, y_test, num_classes = digits_split(args.image_size)
+        *data, num_classes = digits_split(args.image_size)
     else:
-        x_train, y_train, x_test, y_test, num_classes = image_folder_split(args.data, args.image_size)
+        *data, num_classes = image_folder_split(args.data, args.image_size)
 
     model = rednet(args.depth, num_classes=num_classes, small_input=args.small_input)
     if args.pretrained:
@@ -327,132 +366,169 @@ def train(args: argparse.Namespace) -> Dict:
         model = model.to(memory_format=torch.channels_last)
 
     global_batch = args.batch_size * world
-    steps_per_epoch = len(y_train) // global_batch  # drop the last partial batch: equal steps on every rank
+    train_size = len(data[1])
+    steps_per_epoch = train_size // global_batch  # drop the last partial batch: equal steps on every rank
     if steps_per_epoch == 0:
-        raise ValueError(f"global batch {global_batch} is larger than the training set ({len(y_train)} images)")
+        raise ValueError(f"global batch {global_batch} is larger than the training set ({train_size} images)")
     total_steps = steps_per_epoch * args.epochs
     lr = args.base_lr * global_batch / 256
     optimizer = torch.optim.SGD(param_groups(model, args.weight_decay), lr=lr, momentum=args.momentum, nesterov=False)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(total_steps, round(args.warmup_epochs * steps_per_epoch)))
-    use_scaler = args.amp == "fp16" and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16" and device.type == "cuda")
 
-    def autocast_ctx():
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
-    epoch, step_in_epoch, best_acc = 0, 0, 0.0
-    if args.resume:
-        state = load_training_checkpoint(args.resume)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        epoch, step_in_epoch, best_acc = state["epoch"], state["step_in_epoch"], state["best_acc"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-
-    ddp_model = model
+    run_model = model
     if world > 1:
         # broadcast_buffers=False: BN statistics are synchronised by the BN layers themselves.
-        ddp_model = nn.parallel.DistributedDataParallel(
+        run_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    run_model = torch.compile(ddp_model) if args.compile else ddp_model
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    if args.compile:
+        run_model = torch.compile(run_model)
+    return Run(args=args, rank=rank, world=world, device=device, out=out, data=tuple(data), model=model,
+               run_model=run_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+               criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
+               amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp),
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
-    def checkpoint_state() -> Dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "best_acc": best_acc,
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-                "args": dict(vars(args))}
 
-    log_path = out / "log.csv"
-    if rank == 0 and not (args.resume and log_path.exists()):
+# ---------------------------------------------------------------- saving and resuming a run
+
+
+def checkpoint_state(run: Run) -> Dict:
+    return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "epoch": run.epoch,
+            "step_in_epoch": run.step_in_epoch, "best_acc": run.best_acc,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}, "args": dict(vars(run.args))}
+
+
+def restore(run: Run, path: str) -> None:
+    """Sets ``run`` to where the training checkpoint at ``path`` was taken: weights,
+    optimizer, schedule, scaler, position in the epoch and RNG states."""
+    state = load_training_checkpoint(path)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.step_in_epoch, run.best_acc = state["epoch"], state["step_in_epoch"], state["best_acc"]
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+
+
+def save_end_of_epoch(run: Run, test_acc: float) -> None:
+    """``best.pt`` on a better test accuracy (weights only), then ``last.pt`` (the whole run)."""
+    if test_acc > run.best_acc:
+        run.best_acc = test_acc
+        atomic_save({"model": run.model.state_dict(), "test_acc": test_acc, "epoch": run.epoch}, run.out / "best.pt")
+    atomic_save(checkpoint_state(run), run.out / "last.pt")
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train_step(run: Run, xb: torch.Tensor, yb: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns (loss, logits)."""
+    args = run.args
+    with run.autocast():
+        logits = run.run_model(xb)
+        loss = run.criterion(logits.float(), yb)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if args.clip_grad > 0:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), args.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss, logits
+
+
+def train_epoch(run: Run, progress) -> Tuple[torch.Tensor, int, bool]:
+    """Runs the rest of the current epoch (all of it unless resumed mid-epoch) or up to
+    ``--max-steps``; returns the summed (loss, correct, images) of this rank, the images seen
+    by all ranks, and whether ``--max-steps`` stopped it."""
+    args = run.args
+    x_train, y_train = run.data[0], run.data[1]
+    # The DistributedSampler permutation for this epoch, as a list, so a resumed run can
+    # skip the batches already done.
+    sampler = torch.utils.data.DistributedSampler(range(len(y_train)), num_replicas=run.world, rank=run.rank,
+                                                  shuffle=True, seed=args.seed, drop_last=True)
+    sampler.set_epoch(run.epoch)
+    order = torch.tensor(list(sampler))
+    sums = torch.zeros(3, dtype=torch.float64)
+    t0 = time.perf_counter()
+    images = 0
+    while run.step_in_epoch < run.steps_per_epoch:
+        step = run.step_in_epoch
+        sel = order[step * args.batch_size:(step + 1) * args.batch_size]
+        gen = torch.Generator().manual_seed(((args.seed * 100_003 + run.epoch) * 100_003 + step) * 1_009 + run.rank)
+        xb = run.to_device(augment(x_train[sel], gen, args.max_shift, args.flip))
+        yb = y_train[sel].to(run.device)
+        loss, logits = train_step(run, xb, yb)
+        run.step_in_epoch += 1
+        images += len(sel) * run.world
+        sums += torch.tensor([loss.item() * len(sel), (logits.argmax(1) == yb).sum().item(), len(sel)],
+                             dtype=torch.float64)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}",
+                                 img_s=f"{images / (time.perf_counter() - t0):.0f}")
+        if run.rank == 0 and args.save_every and run.global_step % args.save_every == 0:
+            atomic_save(checkpoint_state(run), run.out / "last.pt")
+        if args.max_steps and run.global_step >= args.max_steps:
+            return sums, images, True
+    return sums, images, False
+
+
+LOG_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s"]
+
+
+def train(args: argparse.Namespace) -> Dict:
+    """The recipe: :func:`setup`, :func:`restore` with ``--resume``, then per epoch
+    :func:`train_epoch`, evaluation on the test split, a CSV log line and the checkpoints."""
+    run = setup(args)
+    if args.resume:
+        restore(run, args.resume)
+    log_path = run.out / "log.csv"
+    if run.rank == 0 and not (args.resume and log_path.exists()):
         with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s"])
-
+            csv.writer(f).writerow(LOG_COLUMNS)
     progress = None
-    if rank == 0 and not args.no_progress:
+    if run.rank == 0 and not args.no_progress:
         tqdm = require("tqdm", "train", "the progress bar (or pass --no-progress)").tqdm
-
-        progress = tqdm(total=(args.max_steps or total_steps), initial=epoch * steps_per_epoch + step_in_epoch,
-                        unit="step", dynamic_ncols=True)
-    history = {"loss": [], "acc": []}
-    model.train()
-    global_step = epoch * steps_per_epoch + step_in_epoch
+        progress = tqdm(total=(args.max_steps or run.total_steps), initial=run.global_step, unit="step",
+                        dynamic_ncols=True)
+    x_test, y_test = run.data[2], run.data[3]
+    test_accs = []
+    run.model.train()
     stop = False
-    while epoch < args.epochs and not stop:
-        # The DistributedSampler permutation for this epoch, as a list, so a resumed run can
-        # skip the batches already done.
-        sampler = torch.utils.data.DistributedSampler(range(len(y_train)), num_replicas=world, rank=rank,
-                                                      shuffle=True, seed=args.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
-        sums = torch.zeros(3, dtype=torch.float64)
+    while run.epoch < args.epochs and not stop:
         t0 = time.perf_counter()
-        images = 0
-        while step_in_epoch < steps_per_epoch:
-            sel = order[step_in_epoch * args.batch_size:(step_in_epoch + 1) * args.batch_size]
-            gen = torch.Generator().manual_seed(((args.seed * 100_003 + epoch) * 100_003 + step_in_epoch) * 1_009 + rank)
-            xb = augment(x_train[sel], gen, args.max_shift, args.flip).to(device)
-            yb = y_train[sel].to(device)
-            if args.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast_ctx():
-                logits = run_model(xb)
-                loss = criterion(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if args.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step_in_epoch += 1
-            global_step += 1
-            images += len(sel) * world
-            sums += torch.tensor([loss.item() * len(sel), (logits.argmax(1) == yb).sum().item(), len(sel)], dtype=torch.float64)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}",
-                                     img_s=f"{images / (time.perf_counter() - t0):.0f}")
-            if rank == 0 and args.save_every and global_step % args.save_every == 0:
-                atomic_save(checkpoint_state(), out / "last.pt")
-            if args.max_steps and global_step >= args.max_steps:
-                stop = True
-                break
+        sums, images, stop = train_epoch(run, progress)
         seconds = time.perf_counter() - t0
-        if world > 1:
+        if run.world > 1:
             dist.all_reduce(sums)
-        epoch_done = step_in_epoch >= steps_per_epoch
-        if epoch_done:
-            epoch, step_in_epoch = epoch + 1, 0
-        test_loss, test_acc = evaluate(model, x_test, y_test, args.batch_size, rank, world, device, autocast_ctx,
-                                       args.channels_last)
+        if run.step_in_epoch >= run.steps_per_epoch:
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+        test_loss, test_acc = evaluate(run.model, x_test, y_test, args.batch_size, run.rank, run.world, run.device,
+                                       run.autocast, args.channels_last)
         train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
-        history["loss"].append(train_loss)
-        history["acc"].append(test_acc)
-        if rank == 0:
+        test_accs.append(test_acc)
+        if run.rank == 0:
             with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow([epoch, global_step, f"{scheduler.get_last_lr()[0]:.6f}", f"{train_loss:.5f}",
-                                        f"{train_acc:.4f}", f"{test_loss:.5f}", f"{test_acc:.4f}",
-                                        f"{images / seconds:.1f}"])
-            line = (f"epoch {epoch}/{args.epochs} (step {global_step}): train loss {train_loss:.4f} acc "
+                csv.writer(f).writerow([run.epoch, run.global_step, f"{run.scheduler.get_last_lr()[0]:.6f}",
+                                        f"{train_loss:.5f}", f"{train_acc:.4f}", f"{test_loss:.5f}",
+                                        f"{test_acc:.4f}", f"{images / seconds:.1f}"])
+            line = (f"epoch {run.epoch}/{args.epochs} (step {run.global_step}): train loss {train_loss:.4f} acc "
                     f"{train_acc:.4f}, test loss {test_loss:.4f} acc {test_acc:.4f}, {images / seconds:.1f} images/s")
             (progress.write if progress is not None else print)(line)
-            if test_acc > best_acc:
-                best_acc = test_acc
-                atomic_save({"model": model.state_dict(), "test_acc": test_acc, "epoch": epoch}, out / "best.pt")
-            atomic_save(checkpoint_state(), out / "last.pt")
+            save_end_of_epoch(run, test_acc)
     if progress is not None:
         progress.close()
-    if rank == 0 and not args.no_plot:
-        plot_log(log_path, out / "curves.png")
-    result = {"test_acc": history["acc"][-1] if history["acc"] else float("nan"), "best_acc": best_acc,
-              "global_step": global_step, "model": model}
-    if world > 1:
+    if run.rank == 0 and not args.no_plot:
+        plot_log(log_path, run.out / "curves.png")
+    result = {"test_acc": test_accs[-1] if test_accs else float("nan"), "best_acc": run.best_acc,
+              "global_step": run.global_step, "model": run.model}
+    if run.world > 1:
         dist.barrier()
     return result
 
@@ -498,7 +574,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def cli() -> int:
-    """``python -m involution_ext.train``: :func:`main` with the user's mistakes (a bad
+    """``python -m involution_ext.apps.train``: :func:`main` with the user's mistakes (a bad
     checkpoint, a missing extra, a missing data folder) printed as one line, no traceback."""
     try:
         return main()

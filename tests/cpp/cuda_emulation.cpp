@@ -305,8 +305,9 @@ void for_each_weight(const Geometry& s, Fn&& fn) {
 }
 
 template <typename T>
-void run_case(const Geometry& s, Layout layout, std::mt19937_64& rng) {
-  const std::string where = testing::describe(s) + " " + name(layout) + " " + dtype_name(T{});
+void run_case(const Geometry& s, Layout layout, Indexing indexing, std::mt19937_64& rng) {
+  const std::string where = testing::describe(s) + " " + name(layout) + " " + dtype_name(T{}) +
+                            (indexing == Indexing::Int64 ? " int64-index" : " auto-index");
   const int64_t cg = s.channels_per_group(), K = s.taps();
   std::normal_distribution<float> normal;
   Strides4 xs, ys;
@@ -367,22 +368,29 @@ void run_case(const Geometry& s, Layout layout, std::mt19937_64& rng) {
   Strides4 os, gxs;
   auto y = make4<T>(layout, s.B, s.C, s.Ho, s.Wo, os);
   run_gather<T, ForwardMap>(EmulatedLaunch{}, s, xv, s.H, s.W, wv,
-                            View4<T>{y.data.get(), os}, s.Ho, s.Wo, channel_fastest);
+                            View4<T>{y.data.get(), os}, s.Ho, s.Wo, channel_fastest, indexing);
   compare("forward", where, y.data.get(), y_ref, y_abs, y_off);
+  // The int32 and int64 index paths do the same arithmetic in the same order.
+  auto y_wide = make4<T>(layout, s.B, s.C, s.Ho, s.Wo, os);
+  run_gather<T, ForwardMap>(EmulatedLaunch{}, s, xv, s.H, s.W, wv,
+                            View4<T>{y_wide.data.get(), os}, s.Ho, s.Wo, channel_fastest, Indexing::Int64);
+  if (std::memcmp(y.data.get(), y_wide.data.get(), y.size * sizeof(T)) != 0)
+    fail(where + ": forward with int64 index math differs");
 
   auto backward = [&](Buffer<T>& gx, Buffer<T>& gw) {
     run_gather<T, GradInputMap>(EmulatedLaunch{}, s, gyv, s.Ho, s.Wo, wv,
-                                View4<T>{gx.data.get(), gxs}, s.H, s.W, grad_channel_fastest);
+                                View4<T>{gx.data.get(), gxs}, s.H, s.W, grad_channel_fastest, indexing);
     const Plan p = grad_weight_plan<T>(s);
     if (grad_weight_needs_fp32_scratch<T>(s, p)) {
       std::vector<float> scratch(s.B * s.G * K * s.Ho * s.Wo, std::numeric_limits<float>::quiet_NaN());
       const int64_t HW = s.Ho * s.Wo;
       run_grad_weight<T, float>(EmulatedLaunch{}, s, p, gyv, xv,
                                 View6<float>{scratch.data(), {s.G * K * HW, K * HW, s.Kw * HW, HW, s.Wo, 1}},
-                                channel_fastest);
+                                channel_fastest, indexing);
       for (size_t k = 0; k < w_off.size(); ++k) gw.data[w_off[k]] = static_cast<T>(scratch[k]);
     } else {
-      run_grad_weight<T, T>(EmulatedLaunch{}, s, p, gyv, xv, View6<T>{gw.data.get(), ws}, channel_fastest);
+      run_grad_weight<T, T>(EmulatedLaunch{}, s, p, gyv, xv, View6<T>{gw.data.get(), ws}, channel_fastest,
+                            indexing);
     }
   };
   auto gx = make4<T>(layout, s.B, s.C, s.H, s.W, gxs);
@@ -430,11 +438,13 @@ int main(int argc, char** argv) {
     for (int li = 0; li < 3; ++li) {
       if (quick && li != shape_index % 3) continue;
       const Layout l = layouts[li];
-      run_case<float>(s, l, rng);
-      run_case<c10::Half>(s, l, rng);
+      // Backward in turn with the int32 (these sizes fit) and the int64 index math.
+      const Indexing ix = (shape_index + li) % 2 ? Indexing::Auto : Indexing::Int64;
+      run_case<float>(s, l, ix, rng);
+      run_case<c10::Half>(s, l, ix, rng);
       if (!quick) {
-        run_case<double>(s, l, rng);
-        run_case<c10::BFloat16>(s, l, rng);
+        run_case<double>(s, l, ix, rng);
+        run_case<c10::BFloat16>(s, l, ix, rng);
       }
       ++cases;
     }

@@ -7,7 +7,7 @@ from typing import Tuple
 
 import torch
 
-from ._optional import require
+from .._optional import require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

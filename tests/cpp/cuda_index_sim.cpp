@@ -6,7 +6,8 @@
 //    the source element Eq. 4 asks for (checked against the definition, not the helper);
 //  * grad_input taps: exactly the taps the definition says contribute;
 //  * outputs: every element of y / grad_input / grad_weight has exactly one owner;
-//  * speed: with stride 1, a warp's shared-memory reads are free of bank conflicts.
+//  * speed: with stride 1, a warp's shared-memory reads are free of bank conflicts;
+//  * all of it with the kernels' int32 index math as well as their int64 one.
 // Prints "ok N shapes" and exits 0, or prints the first failure and exits 1.
 #include "cuda/tiling.h"
 #include "cuda_test_shapes.h"
@@ -36,14 +37,15 @@ int failures = 0;
 
 // Staging of one chunk: every cell of the window written once, in bounds (rows are
 // p.pitch apart, so the padding past each row's last column is never written).
-void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fastest,
+template <typename I>
+void check_staging(const BasicPlan<I>& p, const Window<I>& win, int64_t cc, bool channel_fastest,
                    int64_t smem_elems) {
   EXPECT(p.pitch >= win.cols, "pitch %lld < %lld columns", (long long)p.pitch, (long long)win.cols);
   std::vector<int> hits(smem_elems > 0 ? smem_elems : 1, 0);
   const int64_t total = cc * win.rows * win.cols;
   for (int64_t t = 0; t < p.threads(); ++t)
     for (int64_t idx = t; idx < total; idx += p.threads()) {
-      const Cell cell = staging_cell(idx, cc, win, channel_fastest);
+      const Cell<I> cell = staging_cell(I(idx), I(cc), win, channel_fastest);
       EXPECT(cell.c >= 0 && cell.c < cc && cell.r >= 0 && cell.r < win.rows && cell.col >= 0 &&
                  cell.col < win.cols,
              "cell (%lld,%lld,%lld)", (long long)cell.c, (long long)cell.r, (long long)cell.col);
@@ -63,7 +65,7 @@ void check_staging(const Plan& p, const Window& win, int64_t cc, bool channel_fa
 // The tile: at most kThreads threads, rows of 8/16/32 (whole sectors for coalescing), and
 // not much larger than the map when the map is small.
 void check_tile(const Plan& p, int64_t rows, int64_t cols) {
-  const Tile t = p.tile;
+  const Tile<int64_t> t = p.tile;
   EXPECT(p.threads() >= 1 && p.threads() <= kThreads, "tile %lldx%lld",
          (long long)t.h, (long long)t.w);
   EXPECT(t.w == 8 || t.w == 16 || t.w == 32, "tile width %lld", (long long)t.w);
@@ -78,14 +80,14 @@ void check_tile(const Plan& p, int64_t rows, int64_t cols) {
 // words any of the 32 banks must serve (1 = one pass).
 template <typename Map>
 int64_t first_read_bank_conflicts(const Geometry& s, const Plan& p, int64_t elem) {
-  const BlockCoord bc = block_coord(s, p, 0);
-  const Window win = Map::window(s, p.tile, bc.h0, bc.w0);
+  const BlockCoord<int64_t> bc = block_coord(s, p, int64_t{0});
+  const Window<int64_t> win = Map::window(s, p.tile, bc.h0, bc.w0);
   std::vector<std::vector<int64_t>> bank_words(32);
   for (int64_t lane = 0; lane < 32 && lane < p.threads(); ++lane) {
     const auto [ty, tx, h, w] = thread_pixel(p, bc, lane);
-    TapRead t{};
-    if (!Map::tap(s, win, ty, tx, h, w, 0, 0, t)) continue;
-    const int64_t word = smem_offset(win, p.pitch, 0, t.r, t.col) * elem / 4;
+    TapRead<int64_t> t{};
+    if (!Map::tap(s, win, ty, tx, h, w, int64_t{0}, int64_t{0}, t)) continue;
+    const int64_t word = smem_offset(win, p.pitch, int64_t{0}, t.r, t.col) * elem / 4;
     auto& words = bank_words[word % 32];
     if (std::find(words.begin(), words.end(), word) == words.end()) words.push_back(word);
   }
@@ -110,21 +112,24 @@ void check_bank_conflicts(const Geometry& s) {
   }
 }
 
-void check_shape(const Geometry& s) {
-  check_bank_conflicts(s);
+// The launch plans are made on the host in int64; the kernels' helpers then run in I
+// (int32_t or int64_t), on copies of the geometry and plan, as the backend launches them.
+template <typename I>
+void check_shape(const Geometry& s64) {
+  const BasicGeometry<I> s = s64.as<I>();
   const int64_t cg = s.channels_per_group();
   // ---- forward and grad_weight (same plan: threads own output pixels) ----
   {
-    const Plan p = plan_for<ForwardMap>(s, s.Ho, s.Wo, 4);
-    check_tile(p, s.Ho, s.Wo);
+    const BasicPlan<I> p = plan_for<ForwardMap>(s64, s64.Ho, s64.Wo, 4).as<I>();
+    check_tile(p.template as<int64_t>(), s.Ho, s.Wo);
     const int64_t chunk = p.chunk > 0 ? p.chunk : kMaxChunk;
     EXPECT(p.smem_elems() * 4 <= kSmemBytes, "smem %lld", (long long)(p.smem_elems() * 4));
     std::vector<int> y_owner(s.B * s.C * s.Ho * s.Wo, 0);
     std::vector<int> gw_owner(s.B * s.G * s.taps() * s.Ho * s.Wo, 0);
     for (int64_t block = 0; block < p.blocks; ++block) {
-      const BlockCoord bc = block_coord(s, p, block);
+      const BlockCoord<I> bc = block_coord(s, p, I(block));
       EXPECT(bc.b < s.B && bc.g < s.G && bc.h0 < s.Ho && bc.w0 < s.Wo, "block %lld", (long long)block);
-      const Window win = ForwardMap::window(s, p.tile, bc.h0, bc.w0);
+      const Window<I> win = ForwardMap::window(s, p.tile, bc.h0, bc.w0);
       EXPECT(win.rows * p.pitch == p.window_cells, "window size");
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
@@ -134,12 +139,12 @@ void check_shape(const Geometry& s) {
           check_staging(p, win, cc, true, p.smem_elems());
         }
         for (int64_t t = 0; t < p.threads(); ++t) {
-          const auto [ty, tx, i, j] = thread_pixel(p, bc, t);
+          const auto [ty, tx, i, j] = thread_pixel(p, bc, I(t));
           if (!(i < s.Ho && j < s.Wo)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
             for (int64_t v = 0; v < s.Kw; ++v) {
-              TapRead t{};
-              EXPECT(ForwardMap::tap(s, win, ty, tx, i, j, u, v, t), "forward taps always apply");
+              TapRead<I> t{};
+              EXPECT(ForwardMap::tap(s, win, ty, tx, i, j, I(u), I(v), t), "forward taps always apply");
               const int64_t r = t.r, col = t.col;
               EXPECT(t.wi == i && t.wj == j, "forward applies the pixel's own weight");
               EXPECT(r >= 0 && r < win.rows && col >= 0 && col < win.cols, "tap cell");
@@ -148,7 +153,7 @@ void check_shape(const Geometry& s) {
                      "tap (%lld,%lld) of (%lld,%lld) reads the wrong element", (long long)u,
                      (long long)v, (long long)i, (long long)j);
               if (p.chunk > 0)
-                EXPECT(smem_offset(win, p.pitch, cc - 1, r, col) < p.smem_elems(), "smem read");
+                EXPECT(smem_offset(win, p.pitch, I(cc - 1), I(r), I(col)) < p.smem_elems(), "smem read");
               if (c0 == 0) gw_owner[(((bc.b * s.G + bc.g) * s.taps() + u * s.Kw + v) * s.Ho + i) * s.Wo + j]++;
             }
           for (int64_t c = 0; c < cc; ++c)
@@ -161,21 +166,21 @@ void check_shape(const Geometry& s) {
   }
   // ---- grad_input (threads own input pixels, gather over output taps) ----
   {
-    const Plan p = plan_for<GradInputMap>(s, s.H, s.W, 4);
-    check_tile(p, s.H, s.W);
-    const Window maxw = GradInputMap::max_window(s, p.tile);
+    const BasicPlan<I> p = plan_for<GradInputMap>(s64, s64.H, s64.W, 4).as<I>();
+    check_tile(p.template as<int64_t>(), s.H, s.W);
+    const Window<I> maxw = GradInputMap::max_window(s, p.tile);
     const int64_t chunk = p.chunk > 0 ? p.chunk : kMaxChunk;
     EXPECT(p.smem_elems() * 4 <= kSmemBytes, "smem");
     std::vector<int> gx_owner(s.B * s.C * s.H * s.W, 0);
     for (int64_t block = 0; block < p.blocks; ++block) {
-      const BlockCoord bc = block_coord(s, p, block);
-      const Window win = GradInputMap::window(s, p.tile, bc.h0, bc.w0);
+      const BlockCoord<I> bc = block_coord(s, p, I(block));
+      const Window<I> win = GradInputMap::window(s, p.tile, bc.h0, bc.w0);
       EXPECT(win.rows <= maxw.rows && win.cols <= maxw.cols, "window larger than the maximum");
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = cg - c0 < chunk ? cg - c0 : chunk;
         if (p.chunk > 0) check_staging(p, win, cc, false, p.smem_elems());
         for (int64_t t = 0; t < p.threads(); ++t) {
-          const auto [ty, tx, h, w] = thread_pixel(p, bc, t);
+          const auto [ty, tx, h, w] = thread_pixel(p, bc, I(t));
           if (!(h < s.H && w < s.W)) continue;
           for (int64_t u = 0; u < s.Kh; ++u)
             for (int64_t v = 0; v < s.Kw; ++v) {
@@ -185,8 +190,8 @@ void check_shape(const Geometry& s) {
                 if (i * s.stride_h - s.pad_h + u * s.dil_h == h) want_i = i;
               for (int64_t j = 0; j < s.Wo; ++j)
                 if (j * s.stride_w - s.pad_w + v * s.dil_w == w) want_j = j;
-              TapRead t{};
-              const bool got = GradInputMap::tap(s, win, t.r, t.col, h, w, u, v, t);
+              TapRead<I> t{};
+              const bool got = GradInputMap::tap(s, win, t.r, t.col, h, w, I(u), I(v), t);
               const int64_t i = t.wi, j = t.wj;
               EXPECT(got == (want_i >= 0 && want_j >= 0), "tap validity at (%lld,%lld) tap (%lld,%lld)",
                      (long long)h, (long long)w, (long long)u, (long long)v);
@@ -229,7 +234,9 @@ int main(int argc, char** argv) {
   int checked = 0;
   for (Geometry& s : shapes) {
     if (!testing::set_output_size(s)) continue;
-    check_shape(s);
+    check_bank_conflicts(s);
+    check_shape<int64_t>(s);
+    check_shape<int32_t>(s);
     ++checked;
     if (failures) {
       std::printf("shape %s\n", testing::describe(s).c_str());

@@ -12,9 +12,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from .._optional import require
+from ..modules import Involution2d
 from ._images import load_image
-from ._optional import require
-from .modules import Involution2d
 
 DEFAULT_LAYER = "backbone.layer1.0.conv2"
 
@@ -76,8 +76,8 @@ def plot_heatmaps(rgb, maps: torch.Tensor, title: str, out: str, max_groups: int
 def heatmap_main(image: str, out: str, checkpoint: Optional[str] = None, layer: Optional[str] = None,
                  depth: int = 50) -> str:
     """The ``python -m involution_ext heatmap`` command; returns the layer drawn."""
-    from .checkpoint import load_official_checkpoint
-    from .models import rednet
+    from ..checkpoint import load_official_checkpoint
+    from ..models import rednet
 
     torch.manual_seed(0)
     model = rednet(depth)
