@@ -1,10 +1,11 @@
-# The CPU kernels (csrc/cpu/forward.cpp, grad_input.cpp, grad_weight.cpp over the shared
-# kernel_common.h) are compiled once per instruction set; the op library picks one at run
+# The CPU kernels (csrc/cpu/forward.cpp, grad_input.cpp, grad_weight.cpp and fused.cpp over
+# the shared kernel_common.h and aggregate.h) are compiled once per instruction set; the op library picks one at run
 # time from CPUID. The baseline
 # object uses the compiler's default target, so the library loads on any CPU of the
 # architecture, while AVX2 and AVX-512 machines still run code built for them.
 set(INVOLUTION_CPU_ISAS "default")
-set(INVOLUTION_CPU_KERNEL_SOURCES csrc/cpu/forward.cpp csrc/cpu/grad_input.cpp csrc/cpu/grad_weight.cpp)
+set(INVOLUTION_CPU_KERNEL_SOURCES csrc/cpu/forward.cpp csrc/cpu/grad_input.cpp csrc/cpu/grad_weight.cpp
+                                  csrc/cpu/fused.cpp)
 add_library(involution_isa_default OBJECT ${INVOLUTION_CPU_KERNEL_SOURCES})
 target_compile_definitions(involution_isa_default PRIVATE INVOLUTION_ISA=default INVOLUTION_VEC_BYTES=16)
 set(_isa_targets involution_isa_default)

@@ -1,6 +1,10 @@
-// Autograd for both ops, in C++ so TorchScript and LibTorch programs get gradients
+// Autograd for the ops, in C++ so TorchScript and LibTorch programs get gradients
 // without Python. The op is bilinear in (input, weight), so the derivatives of the
-// backward op are again forward/backward calls — double backward comes for free.
+// backward op are again forward/backward calls — double backward comes for free. The fused
+// op saves only its inputs (never the generated kernel); its double backward runs the
+// differentiable composition of fused_composite.cpp.
+#include "fused_composite.h"
+
 #include <involution_ext/involution.h>
 
 #include <ATen/ops/add.h>
@@ -129,11 +133,84 @@ std::tuple<at::Tensor, at::Tensor> backward_autograd(const at::Tensor& grad_out,
   return {grad_input, grad_weight};
 }
 
+std::optional<at::Tensor> optional_tensor(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+class FusedInvolutionFunction : public torch::autograd::Function<FusedInvolutionFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& hidden, const at::Tensor& span_weight,
+                            const std::optional<at::Tensor>& span_bias,
+                            at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    at::Tensor out = involution::fused_forward(input, hidden, span_weight, span_bias, kernel_size,
+                                               stride, padding, dilation);
+    ctx->save_for_backward({input, hidden, span_weight, span_bias.value_or(at::Tensor())});
+    save_hyper_params(ctx, stride, padding, dilation);
+    ctx->saved_data["kernel_size"] = kernel_size.vec();
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const HyperParams hp(ctx);
+    const auto kernel_size = ctx->saved_data["kernel_size"].toIntVector();
+    const std::optional<at::Tensor> bias = optional_tensor(saved[3]);
+    variable_list result(8);
+    if (!grads[0].defined()) return result;
+    const std::array<bool, 4> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                      ctx->needs_input_grad(2),
+                                      bias.has_value() && ctx->needs_input_grad(3)};
+    // With create_graph, the gradients must themselves be differentiable: the composition
+    // of differentiable ops; else the fused kernels.
+    auto [gx, gh, gs, gb] =
+        at::GradMode::is_enabled()
+            ? fused_backward_composite(grads[0], saved[0], saved[1], saved[2], bias, kernel_size,
+                                       hp.stride, hp.padding, hp.dilation, mask)
+            : involution::fused_backward(grads[0], saved[0], saved[1], saved[2], bias,
+                                         kernel_size, hp.stride, hp.padding, hp.dilation, mask);
+    result[0] = gx, result[1] = gh, result[2] = gs, result[3] = gb;
+    return result;
+  }
+};
+
+at::Tensor fused_forward_autograd(const at::Tensor& input, const at::Tensor& hidden,
+                                  const at::Tensor& span_weight,
+                                  const std::optional<at::Tensor>& span_bias,
+                                  at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return FusedInvolutionFunction::apply(input, hidden, span_weight, span_bias, kernel_size, stride,
+                                        padding, dilation);
+}
+
+// fused_backward called directly on tensors that require grad (with grad mode on): the
+// differentiable composition; else the backend kernel.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward_autograd(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& hidden,
+    const at::Tensor& span_weight, const std::optional<at::Tensor>& span_bias,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, std::array<bool, 4> output_mask) {
+  const bool bias_grad = span_bias.has_value() && span_bias->defined() && span_bias->requires_grad();
+  const bool differentiable =
+      at::GradMode::is_enabled() && (grad_output.requires_grad() || input.requires_grad() ||
+                                     hidden.requires_grad() || span_weight.requires_grad() || bias_grad);
+  if (differentiable)
+    return fused_backward_composite(grad_output, input, hidden, span_weight, span_bias,
+                                    kernel_size, stride, padding, dilation, output_mask);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return involution::fused_backward(grad_output, input, hidden, span_weight, span_bias,
+                                    kernel_size, stride, padding, dilation, output_mask);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(involution, Autograd, m) {
   m.impl("forward", &forward_autograd);
   m.impl("backward", &backward_autograd);
+  m.impl("fused_forward", &fused_forward_autograd);
+  m.impl("fused_backward", &fused_backward_autograd);
 }
 
 }  // namespace involution

@@ -26,6 +26,28 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output, const
   return op.call(grad_output, input, weight, stride, padding, dilation, output_mask);
 }
 
+at::Tensor fused_forward(const at::Tensor& input, const at::Tensor& hidden,
+                         const at::Tensor& span_weight, const std::optional<at::Tensor>& span_bias,
+                         at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("involution::fused_forward", "")
+                       .typed<decltype(fused_forward)>();
+  return op.call(input, hidden, span_weight, span_bias, kernel_size, stride, padding, dilation);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& hidden,
+    const at::Tensor& span_weight, const std::optional<at::Tensor>& span_bias,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, std::array<bool, 4> output_mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("involution::fused_backward", "")
+                       .typed<decltype(fused_backward)>();
+  return op.call(grad_output, input, hidden, span_weight, span_bias, kernel_size, stride, padding,
+                 dilation, output_mask);
+}
+
 const char* version() { return INVOLUTION_EXT_VERSION; }
 
 TORCH_LIBRARY(involution, m) {
@@ -35,6 +57,14 @@ TORCH_LIBRARY(involution, m) {
   m.def(
       "backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, "
       "int[2] dilation, bool[2] output_mask) -> (Tensor grad_input, Tensor grad_weight)");
+  m.def(
+      "fused_forward(Tensor input, Tensor hidden, Tensor span_weight, Tensor? span_bias, "
+      "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
+  m.def(
+      "fused_backward(Tensor grad_output, Tensor input, Tensor hidden, Tensor span_weight, "
+      "Tensor? span_bias, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool[4] output_mask) -> (Tensor grad_input, Tensor grad_hidden, Tensor grad_span_weight, "
+      "Tensor grad_span_bias)");
 }
 
 }  // namespace involution

@@ -6,7 +6,8 @@
 #   bash scripts/gpu_check.sh test    # build, CUDA test suite, the op benchmark
 #                                     # (bench_ops --device cuda), compute-sanitizer memcheck
 #   bash scripts/gpu_check.sh more    # racecheck, model benchmark + training throughput
-#                                     # (fp16 autocast), the C++ benchmark's CUDA mode,
+#                                     # (fp16 autocast), fused vs unfused Involution2d,
+#                                     # the C++ benchmark's CUDA mode,
 #                                     # an Nsight Compute profile of the three kernels
 #
 # Results go to $OUT (or build/gpu-results when unset), at most 8 files per stage:
@@ -97,6 +98,8 @@ more)
   step bench-models 100 $PY benchmarks/bench_models.py --device cuda --amp fp16 --budget 0.5 \
     --models rednet26,rednet50,rednet50_unfold
   copy_results build/benchmarks/bench_models_cuda.json build/benchmarks/bench_models_cuda.png
+  step bench-fused 60 $PY benchmarks/bench_fused.py --device cuda --quick --budget 0.2
+  copy_results build/benchmarks/bench_fused_cuda.json build/benchmarks/bench_fused_cuda.png
   step train 50 $PY -m involution_ext.apps.train --amp fp16 --channels-last --epochs 3 --batch-size 128 \
     --out /tmp/gpu-train --no-progress --no-plot
   [ -f /tmp/gpu-train/log.csv ] && cat /tmp/gpu-train/log.csv

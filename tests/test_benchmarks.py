@@ -36,13 +36,22 @@ def rows(rednet_ms, resnet_ms, unfold_ms, spread=0.1, setting="inference b1 NCHW
 
 def test_verdicts():
     (line,) = verdicts(rows(50.0, 70.0, 40.0), disturbed=False)
-    assert line == ("inference b1 NCHW: RedNet-50 is 1.4x faster than ResNet-50 (meets the target); "
-                    "1.2x slower than RedNet-50 with unfold aggregation")
+    assert line == ("inference b1 NCHW: RedNet-50 takes 0.71x ResNet-50's time (1.4x faster) (target <= 0.75x: "
+                    "meets); 1.2x slower than RedNet-50 with unfold aggregation")
     (line,) = verdicts(rows(90.0, 70.0, 300.0), disturbed=False)
-    assert "1.3x slower than ResNet-50 (MISSES the target" in line and "3.3x faster than RedNet-50 with unfold" in line
+    assert "takes 1.29x ResNet-50's time (1.3x slower)" in line and "MISSES" in line
+    assert "3.3x faster than RedNet-50 with unfold" in line
     (line,) = verdicts(rows(90.0, 70.0, 300.0), disturbed=True)
     assert "no verdict: disturbed run" in line and "MISSES" not in line
     (line,) = verdicts(rows(90.0, 70.0, 300.0, spread=30.0), disturbed=False)
     assert "no verdict: noisy rednet50, resnet50" in line
-    (line,) = verdicts(rows(90.0, 70.0, 300.0, setting="inference b16 NCHW"), disturbed=False)
-    assert "target" not in line and "verdict" not in line  # the target is batch-1 latency only
+    (line,) = verdicts(rows(60.0, 70.0, 300.0, setting="train step b16 NCHW"), disturbed=False)
+    assert "(target <= 0.85x: MISSES)" in line  # 0.86x
+
+
+def test_memory_verdict_is_exact():
+    memory = [{"setting": "saved for backward b8", "model": m, "mib": mib, "ratio_to_resnet50": mib / 656}
+              for m, mib in (("resnet50", 656), ("rednet50", 500), ("rednet50_unfused", 873))]
+    (line,) = verdicts(memory, disturbed=True)
+    assert line == ("saved for backward b8: RedNet-50 keeps 0.76x ResNet-50's activation memory (target <= 0.8x: "
+                    "meets); 1.75x less than RedNet-50 with the unfused op")

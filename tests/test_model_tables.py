@@ -60,3 +60,23 @@ def test_flop_formulas_forward_and_backward():
     with FlopCounterMode(display=False) as counter:
         torch.autograd.grad(involution_ext.involution2d(x, w.detach(), stride=(2, 1), padding=(1, 2)).sum(), x)
     assert counter.get_flop_counts()["Global"][torch.ops.involution.backward] == 2 * macs
+
+
+def test_fused_flop_formulas_count_the_span_product():
+    from involution_ext.modules import Involution2d
+
+    layer = Involution2d(32, kernel_size=7, group_channels=16, reduction_ratio=4)  # G=2, R=8
+    x = torch.randn(2, 32, 10, 10, requires_grad=True)
+    hidden = layer.conv1(x)
+    span = layer.conv2.conv
+    aggregation, span_macs = 2 * 32 * 100 * 49, 2 * (2 * 49) * 8 * 100
+    args = ([7, 7], [1, 1], [3, 3], [1, 1])
+    with FlopCounterMode(display=False) as counter:
+        y = torch.ops.involution.fused_forward(x, hidden, span.weight.flatten(1), span.bias, *args)
+    assert counter.get_flop_counts()["Global"][torch.ops.involution.fused_forward] == 2 * (aggregation + span_macs)
+    with FlopCounterMode(display=False) as counter:
+        y.sum().backward()
+    # grad_input (span + aggregation) + the kernel gradient (aggregation) + grad_hidden and
+    # grad_span_weight (a span product each).
+    want = 2 * (span_macs + aggregation + aggregation + 2 * span_macs)
+    assert counter.get_flop_counts()["Global"][torch.ops.involution.fused_backward] == want

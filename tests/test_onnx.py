@@ -50,3 +50,15 @@ def test_rednet26_dynamic_batch(tmp_path):
         x = torch.randn(b, 3, 64, 64)
         with torch.no_grad():
             assert_matches(run_onnx(path, x), model(x))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("generator", ["bottleneck", "linear"])
+def test_fused_and_unfused_layers_export_alike(tmp_path, fused, generator):
+    """Involution2d(fused=True) exports involution::fused_forward (MatMul + the aggregation);
+    both paths give the PyTorch output in ONNX Runtime."""
+    torch.manual_seed(0)
+    layer = Involution2d(16, kernel_size=3, stride=2, group_channels=4, generator=generator, fused=fused).eval()
+    x = torch.randn(2, 16, 11, 9)
+    involution_ext.onnx.export(layer, (x,), tmp_path / "layer.onnx")
+    assert_matches(run_onnx(tmp_path / "layer.onnx", x), layer(x))

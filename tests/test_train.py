@@ -117,7 +117,7 @@ def test_weight_decay_skips_bn_and_bias():
 @pytest.mark.slow
 def test_digits_learning_check(tmp_path):
     """RedNet-26 (standard stem) from random initialisation reaches >= 90 % test accuracy on the
-    digits split: 32x32 up-sampled images, batch 64, the paper's LR rule (0.1 per 256), 8
+    digits split: 32x32 up-sampled images, batch 32, the paper's LR rule (0.1 per 256), 8
     epochs with 1 of warm-up (~50 s on 2 cores)."""
     out = tmp_path / "digits"
     train.main(["--out", str(out), "--epochs", "8", "--warmup-epochs", "1", "--no-progress"])

@@ -1,5 +1,6 @@
-// The grad_weight kernel, compiled once per instruction set (cmake/CpuIsa.cmake).
-#include "cpu/kernel_common.h"
+// The grad_weight kernel (kernel_grad_row of aggregate.h, stored into the weight-shaped
+// gradient), compiled once per instruction set (cmake/CpuIsa.cmake).
+#include "cpu/aggregate.h"
 
 namespace involution::cpu::INVOLUTION_NS {
 namespace {
@@ -26,35 +27,13 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
         stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
                     LineBlock{cg, 1, wo_padded, wo_padded, 0, gy.s.c, gy.s.h, gy.s.w, i, g.Ho, 0,
                               1, g.Wo});
-        bool first_block = true;
-        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
-          constexpr int CB = decltype(cb)::value;
-          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
-          for (int64_t j = 0; j < wo_padded; j += VL) {
-            Vec<A, VB> gyv[CB];
-#pragma GCC unroll 16
-            for (int c = 0; c < CB; ++c) gyv[c] = load<VB>(&gyrow[(c0 + c) * wo_padded + j]);
-            for (int64_t tap = 0; tap < taps; ++tap) {
-              const A* xp = xrow + xs.offset(i - i0, tap) + j;
-              // Two partial sums halve the FMA dependency chain; the order is fixed.
-              Vec<A, VB> s0 = gyv[0] * load<VB>(xp), s1 = {};
-#pragma GCC unroll 16
-              for (int c = 1; c < CB; ++c) {
-                const Vec<A, VB> p = gyv[c] * load<VB>(xp + c * xs.channel_stride);
-                if (c % 2) s1 += p; else s0 += p;
-              }
-              A* out = &gwrow[tap * wo_padded + j];
-              store(out, first_block ? s0 + s1 : load<VB>(out) + (s0 + s1));
-            }
-          }
-          first_block = false;
-        });
+        kernel_grad_row<T, VB>(g, xs, i - i0, gyrow.data(), wo_padded, gwrow.data(), wo_padded);
         T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
         for (int64_t tap = 0; tap < taps; ++tap) {
           T* d = dst + (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
           for (int64_t j = 0; j < g.Wo; j += VL)
             store_lanes<A>(d + j * gw.s.j, gw.s.j, load<VB>(&gwrow[tap * wo_padded + j]),
-                        std::min(VL, g.Wo - j));
+                           std::min(VL, g.Wo - j));
         }
       }
     }

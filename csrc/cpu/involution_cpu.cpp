@@ -7,6 +7,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -83,16 +84,22 @@ std::atomic<int>& active_isa() {
   return isa;
 }
 
-// The three kernels of one instruction-set build for dtype T.
+// The kernels of one instruction-set build for dtype T.
 template <typename T>
 struct KernelTable {
   void (*forward)(const Geometry&, View4<const T>, View6<const T>, View4<T>);
   void (*grad_input)(const Geometry&, View4<const T>, View6<const T>, View4<T>);
   void (*grad_weight)(const Geometry&, View4<const T>, View4<const T>, View6<T>);
+  void (*fused_forward)(const Geometry&, View4<const T>, const SpanArgs<T>&, View4<T>);
+  void (*fused_backward)(const Geometry&, View4<const T>, View4<const T>, const SpanArgs<T>&,
+                         View4<T>, const SpanGrads<T>&);
 };
 
-#define INVOLUTION_KERNEL_TABLE(ns) \
-  KernelTable<T> { &ns::forward<T>, &ns::grad_input<T>, &ns::grad_weight<T> }
+#define INVOLUTION_KERNEL_TABLE(ns)                                                  \
+  KernelTable<T> {                                                                   \
+    &ns::forward<T>, &ns::grad_input<T>, &ns::grad_weight<T>, &ns::fused_forward<T>, \
+        &ns::fused_backward<T>                                                       \
+  }
 
 // The kernels of the active instruction set: one table per build, made once (a build not
 // compiled in is never active, see isa_available).
@@ -154,6 +161,79 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_output,
   return {grad_input, grad_weight};
 }
 
+template <typename T>
+SpanArgs<T> span_args(const FusedGeometry& f, const at::Tensor& hidden,
+                      const at::Tensor& span_weight, const std::optional<at::Tensor>& span_bias) {
+  const bool has_bias = span_bias.has_value() && span_bias->defined();
+  return {view4<const T>(hidden),
+          span_weight.const_data_ptr<T>(),
+          span_weight.stride(0),
+          span_weight.stride(1),
+          has_bias ? span_bias->const_data_ptr<T>() : nullptr,
+          has_bias ? span_bias->stride(0) : 0,
+          f.R};
+}
+
+at::Tensor fused_forward_cpu(const at::Tensor& input, const at::Tensor& hidden,
+                             const at::Tensor& span_weight,
+                             const std::optional<at::Tensor>& span_bias,
+                             at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const FusedGeometry f = check_fused_args("involution::fused_forward", input, hidden,
+                                           span_weight, span_bias, kernel_size, stride, padding,
+                                           dilation);
+  TORCH_CHECK(input.is_cpu(), "involution::fused_forward: CPU kernel got a ", input.device(),
+              " tensor");
+  at::Tensor out = empty_output(input, f.g);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "involution_fused_forward_cpu", [&] {
+    kernels<scalar_t>().fused_forward(f.g, view4<const scalar_t>(input),
+                                      span_args<scalar_t>(f, hidden, span_weight, span_bias),
+                                      view4<scalar_t>(out));
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& hidden,
+    const at::Tensor& span_weight, const std::optional<at::Tensor>& span_bias,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, std::array<bool, 4> output_mask) {
+  const FusedGeometry f = check_fused_backward_args(grad_output, input, hidden, span_weight,
+                                                    span_bias, kernel_size, stride, padding,
+                                                    dilation);
+  TORCH_CHECK(input.is_cpu(), "involution::fused_backward: CPU kernel got a ", input.device(),
+              " tensor");
+  const bool has_bias = span_bias.has_value() && span_bias->defined();
+  at::Tensor grad_input, grad_hidden, grad_span_weight, grad_span_bias;
+  if (output_mask[0])
+    grad_input = at::empty(input.sizes(),
+                           input.options().memory_format(input.suggest_memory_format()));
+  if (output_mask[1])
+    grad_hidden = at::empty(hidden.sizes(),
+                            hidden.options().memory_format(hidden.suggest_memory_format()));
+  // Sums over an empty batch are zero.
+  if (output_mask[2]) grad_span_weight = at::zeros_like(span_weight);
+  if (output_mask[3] && has_bias) grad_span_bias = at::zeros_like(*span_bias);
+  if (f.g.B == 0) return {grad_input, grad_hidden, grad_span_weight, grad_span_bias};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "involution_fused_backward_cpu", [&] {
+    using T = scalar_t;
+    SpanGrads<T> grads{grad_hidden.defined() ? view4<T>(grad_hidden) : View4<T>{nullptr, {}},
+                       grad_span_weight.defined() ? grad_span_weight.data_ptr<T>() : nullptr,
+                       grad_span_weight.defined() ? grad_span_weight.stride(0) : 0,
+                       grad_span_weight.defined() ? grad_span_weight.stride(1) : 0,
+                       grad_span_bias.defined() ? grad_span_bias.data_ptr<T>() : nullptr,
+                       grad_span_bias.defined() ? grad_span_bias.stride(0) : 0};
+    View4<T> gx = grad_input.defined() && grad_input.numel() > 0 ? view4<T>(grad_input)
+                                                                 : View4<T>{nullptr, {}};
+    kernels<T>().fused_backward(f.g, view4<const T>(grad_output), view4<const T>(input),
+                                span_args<T>(f, hidden, span_weight, span_bias), gx, grads);
+  });
+  return {grad_input, grad_hidden, grad_span_weight, grad_span_bias};
+}
+
 // Returns the instruction set the CPU kernels run with. A non-empty `requested` ("auto",
 // "default", "avx2", "avx512") selects one first; asking for one that this build or this CPU
 // lacks is an error. The initial choice is "auto", overridable with INVOLUTION_CPU_ISA.
@@ -167,6 +247,8 @@ std::string cpu_isa(const std::string& requested) {
 TORCH_LIBRARY_IMPL(involution, CPU, m) {
   m.impl("forward", &forward_cpu);
   m.impl("backward", &backward_cpu);
+  m.impl("fused_forward", &fused_forward_cpu);
+  m.impl("fused_backward", &fused_backward_cpu);
 }
 
 // A process-wide setting, like torch.backends' flags, registered by the CPU backend itself so

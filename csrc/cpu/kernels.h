@@ -1,4 +1,5 @@
-// CPU kernel interface. The bodies live in forward.cpp, grad_input.cpp and grad_weight.cpp,
+// CPU kernel interface. The bodies live in forward.cpp, grad_input.cpp, grad_weight.cpp and
+// fused.cpp,
 // which CMake compiles once per instruction set into its own namespace (isa_default,
 // isa_avx2, isa_avx512); involution_cpu.cpp picks one kernel table at run time. Kernels see
 // raw pointers and element strides only, so any memory layout is read in place.
@@ -19,6 +20,28 @@ using involution::Strides6;
 using involution::View4;
 using involution::View6;
 
+// The generator's side of the fused ops: hidden (B, R, Ho, Wo) and the span rows
+// (G*Kh*Kw, R) with their bias (nullptr without one), read in place through their strides.
+template <typename T>
+struct SpanArgs {
+  View4<const T> hidden;
+  const T* weight;
+  int64_t weight_s_row, weight_s_col;
+  const T* bias;
+  int64_t bias_s;
+  int64_t R;
+};
+
+// Where fused_backward writes the generator-side gradients; nullptr (data) = not wanted.
+template <typename T>
+struct SpanGrads {
+  View4<T> hidden;
+  T* weight;
+  int64_t weight_s_row, weight_s_col;
+  T* bias;
+  int64_t bias_s;
+};
+
 #define INVOLUTION_DECLARE_CPU_KERNELS(ns)                                                    \
   namespace ns {                                                                              \
   template <typename T>                                                                       \
@@ -29,6 +52,12 @@ using involution::View6;
   template <typename T>                                                                       \
   void grad_weight(const Geometry& g, View4<const T> grad_out, View4<const T> input,           \
                    View6<T> grad_w);                                                          \
+  template <typename T>                                                                       \
+  void fused_forward(const Geometry& g, View4<const T> input, const SpanArgs<T>& span,        \
+                     View4<T> out);                                                           \
+  template <typename T>                                                                       \
+  void fused_backward(const Geometry& g, View4<const T> grad_out, View4<const T> input,       \
+                      const SpanArgs<T>& span, View4<T> grad_in, const SpanGrads<T>& grads);  \
   }
 
 INVOLUTION_DECLARE_CPU_KERNELS(isa_default)

@@ -35,8 +35,15 @@ class Involution2d(nn.Module):
     The kernel for output pixel (i, j) is :math:`\phi(X_{i,j}) = W_1\,\sigma(W_0 X_{i,j})`
     (Eq. 6): a 1×1 conv C → C/r without bias, BatchNorm and ReLU, then a 1×1 conv
     C/r → K²·G with bias. When ``stride > 1`` the input is average-pooled by the stride first,
-    so the kernel map has the output's spatial size. The aggregation (Eq. 4) runs in
-    ``torch.ops.involution.forward``; the output has the input's shape for stride 1.
+    so the kernel map has the output's spatial size. The output has the input's shape for
+    stride 1.
+
+    With ``fused=True`` (the default) the last 1×1 conv (the "span", C/r → K²·G) runs inside
+    ``torch.ops.involution.fused_forward`` together with the aggregation (Eq. 4), so the
+    (B, G, K, K, Ho, Wo) kernel tensor is never stored and autograd keeps only the input and
+    the generator's hidden features. ``fused=False`` runs the span conv, then
+    ``torch.ops.involution.forward``. Both have the same parameters and state_dict keys and
+    agree to rounding.
 
     Args:
         channels: C (input and output channels).
@@ -47,13 +54,14 @@ class Involution2d(nn.Module):
         dilation: dilation of the aggregation window.
         generator: ``"bottleneck"`` (Eq. 6, the default) or ``"linear"``, a single 1×1
             conv C → K²·G with bias (the ``W`` row of the paper's Table 6c).
+        fused: generate the kernels inside the op (see above).
 
     Shapes: input (B, C, H, W) → output (B, C, Ho, Wo); any memory format, kept.
     """
 
     def __init__(self, channels: int, kernel_size: int = 7, stride: int = 1,
                  group_channels: Optional[int] = 16, reduction_ratio: int = 4, dilation: int = 1,
-                 generator: str = "bottleneck"):
+                 generator: str = "bottleneck", fused: bool = True):
         super().__init__()
         group_channels = channels if group_channels is None else group_channels
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -71,6 +79,7 @@ class Involution2d(nn.Module):
         if reduction_ratio <= 0 or channels // reduction_ratio == 0:
             raise ValueError(f"Involution2d: reduction_ratio ({reduction_ratio}) leaves no channels out of {channels}")
         self.channels = channels
+        self.fused = fused
         self.kernel_size = kernel_size
         self.stride = stride
         self.dilation = dilation
@@ -97,11 +106,16 @@ class Involution2d(nn.Module):
         return k.view(b, self.groups, self.kernel_size, self.kernel_size, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Under autocast the op's Autocast kernel casts input and weight to one dtype.
-        return torch.ops.involution.forward(
-            x, self.kernel(x), [self.stride, self.stride], [self.padding, self.padding], [self.dilation, self.dilation]
-        )
+        # Under autocast the ops' Autocast kernels cast their inputs to one dtype.
+        k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        if not self.fused:
+            return torch.ops.involution.forward(x, self.kernel(x), [s, s], [p, p], [d, d])
+        hidden = self.conv1(self.pool(x))
+        span = self.conv2.conv
+        # The span conv's (K²·G, R, 1, 1) weight viewed as (K²·G, R): rows in (g, kh, kw) order.
+        return torch.ops.involution.fused_forward(x, hidden, span.weight.flatten(1), span.bias, [k, k], [s, s],
+                                                  [p, p], [d, d])
 
     def extra_repr(self) -> str:
         return (f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, groups={self.groups}, "
-                f"dilation={self.dilation}")
+                f"dilation={self.dilation}, fused={self.fused}")

@@ -1,4 +1,4 @@
-"""ONNX export of models that contain ``involution::forward``.
+"""ONNX export of models that contain ``involution::forward`` or ``involution::fused_forward``.
 
 ``torch.onnx.export(..., dynamo=True)`` needs a translation of our custom op into standard
 ONNX operators; this module provides it (needs the ``onnxscript`` package):
@@ -13,6 +13,8 @@ The translation: zero-pad the input, view it as (B, G, C/G, Hp, Wp), and for eac
 kernel offsets take the strided window (Slice), multiply by that offset's kernel plane
 (B, G, 1, Ho, Wo) and add up — Eq. 4 in Pad / Reshape / Slice / Mul / Add. The batch size and
 spatial sizes stay symbolic; the kernel size and stride/padding/dilation are baked in.
+``fused_forward`` first forms the kernel the way the op generates it — MatMul of the span rows
+with the hidden features, plus the bias — and then aggregates the same way.
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ def _int(value) -> int:
     return int(value)
 
 
-def _make_translation():
+def _make_translations():
     op = require("onnxscript", "onnx", "ONNX export").opset18
 
-    def involution_forward(input, weight, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]):
+    def aggregate(input, weight, kh: int, kw: int, stride, padding, dilation):
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-        kh, kw = _int(weight.shape[2]), _int(weight.shape[3])
         padded = op.Pad(input, op.Constant(value_ints=[0, 0, ph, pw, 0, 0, ph, pw]))
         groups = op.Shape(weight, start=1, end=2)
         out_hw = op.Shape(weight, start=4)  # [Ho, Wo]
@@ -59,12 +60,29 @@ def _make_translation():
                 total = term if total is None else op.Add(total, term)
         return op.Reshape(total, op.Concat(op.Constant(value_ints=[0, -1]), out_hw, axis=0))
 
-    return involution_forward
+    def involution_forward(input, weight, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]):
+        return aggregate(input, weight, _int(weight.shape[2]), _int(weight.shape[3]), stride, padding, dilation)
+
+    def involution_fused_forward(input, hidden, span_weight, span_bias, kernel_size: Sequence[int],
+                                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]):
+        kh, kw = kernel_size
+        groups = _int(span_weight.shape[0]) // (kh * kw)
+        flat = op.Reshape(hidden, op.Concat(op.Shape(hidden, start=0, end=2), op.Constant(value_ints=[-1]), axis=0))
+        kernel = op.MatMul(span_weight, flat)  # (B, G*Kh*Kw, Ho*Wo)
+        if span_bias is not None:
+            kernel = op.Add(kernel, op.Unsqueeze(span_bias, op.Constant(value_ints=[1])))
+        kernel = op.Reshape(kernel, op.Concat(op.Constant(value_ints=[0, groups, kh, kw]),
+                                              op.Shape(hidden, start=2), axis=0))
+        return aggregate(input, kernel, kh, kw, stride, padding, dilation)
+
+    return involution_forward, involution_fused_forward
 
 
 def translation_table() -> Dict[Any, Any]:
     """``custom_translation_table`` entry for ``torch.onnx.export(..., dynamo=True)``."""
-    return {torch.ops.involution.forward.default: _make_translation()}
+    forward, fused_forward = _make_translations()
+    return {torch.ops.involution.forward.default: forward,
+            torch.ops.involution.fused_forward.default: fused_forward}
 
 
 def export(model: torch.nn.Module, args: tuple, path, **kwargs):

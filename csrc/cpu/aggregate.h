@@ -1,0 +1,183 @@
+// The two gathers every CPU kernel of the library is built on, with the kernel (the
+// per-pixel weights) supplied by the caller, so the unfused ops (weights read from a tensor)
+// and the fused ones (weights generated from the hidden features, fused.cpp) share them:
+//  * forward_gather: y[b, c, i, :] = sum over taps of w[tap, i, :] * x[b, c, window(i, tap), :]
+//    with WeightRows supplying, per output row, one pointer per tap to the row's weights;
+//  * grad_input_gather: the gather of grad_input.cpp, with WeightStager staging the weights
+//    of the output rows a block of input rows touches.
+//  * kernel_grad_row: one output row of the kernel's gradient, as grad_weight.cpp stores it
+//    and fused.cpp consumes it.
+// Included by forward.cpp, grad_input.cpp, grad_weight.cpp and fused.cpp, so compiled once per
+// instruction set.
+#pragma once
+
+#include "cpu/kernel_common.h"
+
+namespace involution::cpu::INVOLUTION_NS {
+namespace {
+
+// WeightRows (one per thread, from make_rows(wo_padded, rows_per_task)):
+//   void begin_task(int64_t b, int64_t grp, int64_t i0, int64_t i1);
+//   const A* const* row(int64_t i);  // per tap: wo_padded weights of output row i
+// Lanes j >= Wo of a weight row may hold anything finite: they feed only output lanes
+// that are never stored.
+template <typename T, int VB, typename MakeWeightRows>
+void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightRows&& make_rows) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A, VB>;
+  const int64_t cg = g.channels_per_group();
+  const int64_t taps = g.taps();
+  const int64_t wo_padded = round_up(g.Wo, VL);
+  const RowTasks tasks(g, g.Ho);
+  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+    StagedInput<T, A> xs(g, wo_padded, tasks.per);
+    auto rows = make_rows(wo_padded, tasks.per);
+    for (int64_t task = begin; task < end; ++task) {
+      const auto [b, grp, i0, i1] = tasks[task];
+      xs.stage(x, b, grp, i0, i1);
+      rows.begin_task(b, grp, i0, i1);
+      for (int64_t i = i0; i < i1; ++i) {
+        const A* const* wp = rows.row(i);
+        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+          constexpr int CB = decltype(cb)::value;
+          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
+          T* yrow = y.data + b * y.s.b + (grp * cg + c0) * y.s.c + i * y.s.h;
+          for (int64_t j = 0; j < wo_padded; j += VL) {
+            Vec<A, VB> acc[CB] = {};
+            for (int64_t tap = 0; tap < taps; ++tap) {
+              const Vec<A, VB> wv = load<VB>(wp[tap] + j);
+              const A* xp = xrow + xs.offset(i - i0, tap) + j;
+#pragma GCC unroll 16
+              for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(xp + c * xs.channel_stride);
+            }
+            const int64_t n = std::min(VL, g.Wo - j);
+#pragma GCC unroll 16
+            for (int c = 0; c < CB; ++c) store_lanes<A>(yrow + c * y.s.c + j * y.s.w, y.s.w, acc[c], n);
+          }
+        });
+      }
+    }
+  });
+}
+
+// grad_x[b,c,h,w] = sum over taps (u,v) with (h+p-u*d) % s == 0 and (w+p-v*d) % s == 0 of
+//   weight[b,g,u,v,i,j] * grad_y[b,c,i,j],  i = (h+p-u*d)/s, j = (w+p-v*d)/s.
+// A gather: each task owns a block of input rows. Columns are visited per residue
+// rw = w mod stride_w, where the valid taps are the same for every column and
+// j = t + offset(v) is contiguous in t = w / stride_w — so the loop vectorizes over t.
+
+// WeightStager (one per thread, from make_stager(max_out_rows, staged_width)):
+//   void stage(A* dst, int64_t b, int64_t grp, int64_t ilo, int64_t ni, int64_t width,
+//              int64_t col0);
+// writes tap t's weights of output rows ilo .. ilo+ni-1, columns col0 .. col0+width-1 (zero
+// outside the output), at dst + (t * ni + row) * width + column.
+template <typename T, int VB, typename MakeStager>
+void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeStager&& make_stager) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A, VB>;
+  const int64_t cg = g.channels_per_group();
+  const int64_t taps = g.taps();
+  const int64_t sh = g.stride_h, sw = g.stride_w;
+  const int64_t t_padded = round_up(ceil_div(g.W, sw), VL);
+  // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
+  const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
+  const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
+  const RowTasks tasks(g, g.H);
+  const int64_t max_out_rows = (tasks.per - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
+
+  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> gybuf(cg * max_out_rows * staged_width);
+    std::vector<A> wbuf(taps * max_out_rows * staged_width);
+    std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
+    auto stager = make_stager(max_out_rows, staged_width);
+    for (int64_t task = begin; task < end; ++task) {
+      const auto [b, grp, h0, h1] = tasks[task];
+      // Output rows that touch input rows [h0, h1).
+      const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
+      const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
+      const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
+      const int64_t gy_cstride = ni * staged_width;
+      stage_lines(gybuf.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
+                  LineBlock{cg, ni, staged_width, gy_cstride, staged_width, gy.s.c, gy.s.h,
+                            gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo});
+      stager.stage(wbuf.data(), b, grp, ilo, ni, staged_width, col_lo);
+
+      for (int64_t h = h0; h < h1; ++h) {
+        for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
+          int64_t ntaps = 0;
+          for (int64_t u = 0; u < g.Kh; ++u) {
+            const int64_t num_h = h + g.pad_h - u * g.dil_h;
+            if (floor_div(num_h, sh) * sh != num_h) continue;
+            const int64_t i = num_h / sh;
+            if (i < ilo || i > ihi) continue;
+            for (int64_t v = 0; v < g.Kw; ++v) {
+              const int64_t num_w = rw + g.pad_w - v * g.dil_w;
+              if (floor_div(num_w, sw) * sw != num_w) continue;
+              const int64_t k = floor_div(num_w, sw) - col_lo;
+              w_off[ntaps] = ((u * g.Kw + v) * ni + (i - ilo)) * staged_width + k;
+              gy_off[ntaps] = (i - ilo) * staged_width + k;
+              ++ntaps;
+            }
+          }
+          const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
+          for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+            constexpr int CB = decltype(cb)::value;
+            const A* gyc = gybuf.data() + c0 * gy_cstride;
+            T* dst = gx.data + b * gx.s.b + (grp * cg + c0) * gx.s.c + h * gx.s.h + rw * gx.s.w;
+            for (int64_t t = 0; t < count; t += VL) {
+              Vec<A, VB> acc[CB] = {};
+              for (int64_t n = 0; n < ntaps; ++n) {
+                const Vec<A, VB> wv = load<VB>(&wbuf[w_off[n] + t]);
+                const A* gp = gyc + gy_off[n] + t;
+#pragma GCC unroll 16
+                for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * gy_cstride);
+              }
+              const int64_t m = std::min(VL, count - t);
+#pragma GCC unroll 16
+              for (int c = 0; c < CB; ++c)
+                store_lanes<A>(dst + c * gx.s.c + t * sw * gx.s.w, sw * gx.s.w, acc[c], m);
+            }
+          });
+        }
+      }
+    }
+  });
+}
+
+// grad_w[tap, j] of output row i0 + local_row = sum over the group's channels c of
+// gyrow[c * wo_padded + j] * x[c, window(i, tap), j], from the group's staged input rows:
+// gwrow[tap * tap_stride + j] for every j < wo_padded (zero where gyrow's tail is zero).
+template <typename T, int VB>
+void kernel_grad_row(const Geometry& g, const StagedInput<T, acc_t<T>>& xs, int64_t local_row,
+                     const acc_t<T>* gyrow, int64_t wo_padded, acc_t<T>* gwrow,
+                     int64_t tap_stride) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A, VB>;
+  const int64_t taps = g.taps();
+  bool first_block = true;
+  for_each_channel_block(g.channels_per_group(), [&](auto cb, int64_t c0) {
+    constexpr int CB = decltype(cb)::value;
+    const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
+    for (int64_t j = 0; j < wo_padded; j += VL) {
+      Vec<A, VB> gyv[CB];
+#pragma GCC unroll 16
+      for (int c = 0; c < CB; ++c) gyv[c] = load<VB>(&gyrow[(c0 + c) * wo_padded + j]);
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        const A* xp = xrow + xs.offset(local_row, tap) + j;
+        // Two partial sums halve the FMA dependency chain; the order is fixed.
+        Vec<A, VB> s0 = gyv[0] * load<VB>(xp), s1 = {};
+#pragma GCC unroll 16
+        for (int c = 1; c < CB; ++c) {
+          const Vec<A, VB> p = gyv[c] * load<VB>(xp + c * xs.channel_stride);
+          if (c % 2) s1 += p; else s0 += p;
+        }
+        A* out = &gwrow[tap * tap_stride + j];
+        store(out, first_block ? s0 + s1 : load<VB>(out) + (s0 + s1));
+      }
+    }
+    first_block = false;
+  });
+}
+
+}  // namespace
+}  // namespace involution::cpu::INVOLUTION_NS

@@ -1,0 +1,321 @@
+// The fused kernels: involution with its kernel generated inside the op from the hidden
+// features, k[b, g, tap, i, j] = span_bias[g, tap] + sum_r span_weight[g, tap, r] *
+// hidden[b, r, i, j]. Each task computes its rows' kernel values into a small per-thread
+// buffer (a register-blocked product over R) and runs the same gathers as the unfused ops
+// (aggregate.h) on them: the (B, G, Kh, Kw, Ho, Wo) tensor never exists. Compiled once per
+// instruction set (cmake/CpuIsa.cmake).
+//
+// Backward: the kernel's gradient dk is formed per (task, group) as grad_weight forms it,
+// then reduced on the spot into grad_hidden (sum over groups and taps of span_weight^T dk,
+// inside the task: each element has one owner), grad_span_weight (dk . hidden^T) and
+// grad_span_bias (sum of dk). The last two sum over B*Ho*Wo: each task adds into the
+// partial of its slot (a fixed range of tasks, processed in order), and the partials are
+// summed in slot order, so the result is bitwise the same for any thread count. grad_input
+// is the grad_input gather with the kernel rows it needs generated again (halo included).
+#include "cpu/aggregate.h"
+
+namespace involution::cpu::INVOLUTION_NS {
+namespace {
+
+// out[m * ld_out + n] = (accumulate ? out[..] : bias[m] or 0) +
+//                       sum_k mat[m * m_stride + k * k_stride] * in[k * ld_in + n]
+// for m < rows, n < width. A block of MB rows x 2 vectors of n stays in registers over k:
+// 12 accumulators of the 16 vector registers below AVX-512, 16 of its 32.
+template <int VB, typename A>
+void small_gemm(A* out, int64_t ld_out, const A* mat, int64_t m_stride, int64_t k_stride,
+                int64_t rows, int64_t depth, const A* in, int64_t ld_in, int64_t width,
+                const A* bias, bool accumulate) {
+  constexpr int64_t VL = kLanes<A, VB>;
+  constexpr int MB = kVecBytes >= 64 ? 8 : 6;
+  auto init = [&](int64_t m, int64_t n) -> Vec<A, VB> {
+    if (accumulate) return load<VB>(out + m * ld_out + n);
+    Vec<A, VB> v = {};
+    return v + (bias != nullptr ? bias[m] : A(0));
+  };
+  auto block = [&](int64_t m0, auto mb, auto nb, int64_t n) {
+    constexpr int M = decltype(mb)::value, N = decltype(nb)::value;
+    Vec<A, VB> acc[M][N];
+    for (int a = 0; a < M; ++a)
+      for (int c = 0; c < N; ++c) acc[a][c] = init(m0 + a, n + c * VL);
+    for (int64_t k = 0; k < depth; ++k) {
+      Vec<A, VB> x[N];
+      for (int c = 0; c < N; ++c) x[c] = load<VB>(in + k * ld_in + n + c * VL);
+      for (int a = 0; a < M; ++a) {
+        const A s = mat[(m0 + a) * m_stride + k * k_stride];
+        for (int c = 0; c < N; ++c) acc[a][c] += s * x[c];
+      }
+    }
+    for (int a = 0; a < M; ++a)
+      for (int c = 0; c < N; ++c) store(out + (m0 + a) * ld_out + n + c * VL, acc[a][c]);
+  };
+  const int64_t vec_width = width / VL * VL;
+  for (int64_t m0 = 0; m0 < rows; m0 += MB) {
+    const bool full = m0 + MB <= rows;
+    int64_t n = 0;
+    for (; n + 2 * VL <= vec_width; n += 2 * VL) {
+      if (full) block(m0, std::integral_constant<int, MB>{}, std::integral_constant<int, 2>{}, n);
+      else
+        for (int64_t m = m0; m < rows; ++m)
+          block(m, std::integral_constant<int, 1>{}, std::integral_constant<int, 2>{}, n);
+    }
+    for (; n < vec_width; n += VL) {
+      if (full) block(m0, std::integral_constant<int, MB>{}, std::integral_constant<int, 1>{}, n);
+      else
+        for (int64_t m = m0; m < rows; ++m)
+          block(m, std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{}, n);
+    }
+    for (int64_t m = m0; m < std::min(rows, m0 + MB); ++m)  // the scalar tail of n
+      for (int64_t t = vec_width; t < width; ++t) {
+        A sum = accumulate ? out[m * ld_out + t] : (bias != nullptr ? bias[m] : A(0));
+        for (int64_t k = 0; k < depth; ++k) sum += mat[m * m_stride + k * k_stride] * in[k * ld_in + t];
+        out[m * ld_out + t] = sum;
+      }
+  }
+}
+
+// One group's span rows (taps x R) and bias in the accumulator type.
+template <typename T>
+struct GroupSpan {
+  using A = acc_t<T>;
+  std::vector<A> weight, bias;
+  bool has_bias = false;
+  GroupSpan(int64_t taps, int64_t R) : weight(taps * R), bias(taps) {}
+  void load(const SpanArgs<T>& span, int64_t grp, int64_t taps) {
+    for (int64_t t = 0; t < taps; ++t) {
+      const T* row = span.weight + (grp * taps + t) * span.weight_s_row;
+      for (int64_t r = 0; r < span.R; ++r) weight[t * span.R + r] = static_cast<A>(row[r * span.weight_s_col]);
+      bias[t] = span.bias != nullptr ? static_cast<A>(span.bias[(grp * taps + t) * span.bias_s]) : A(0);
+    }
+    has_bias = span.bias != nullptr;
+  }
+};
+
+// The kernel values of n staged hidden columns ([r][n] at `hidden`) for one group:
+// kernel[tap * n + l] = bias[tap] + sum_r span[tap, r] * hidden[r * n + l].
+template <int VB, typename T>
+void generate_kernel(acc_t<T>* kernel, const GroupSpan<T>& group, const acc_t<T>* hidden,
+                     int64_t taps, int64_t R, int64_t n) {
+  small_gemm<VB>(kernel, n, group.weight.data(), R, 1, taps, R, hidden, n, n,
+                 group.has_bias ? group.bias.data() : nullptr, false);
+}
+
+// The hidden features of output rows [row0, row0 + rows), all R channels, staged as
+// [r][row][column] with `width` columns from col0 (zero outside the map).
+template <typename T>
+void stage_hidden(std::vector<acc_t<T>>& buf, const Geometry& g, const SpanArgs<T>& span, int64_t b,
+                  int64_t row0, int64_t rows, int64_t width, int64_t col0) {
+  const View4<const T>& h = span.hidden;
+  stage_lines(buf.data(), h.data + b * h.s.b,
+              LineBlock{span.R, rows, width, rows * width, width, h.s.c, h.s.h, h.s.w, row0, g.Ho,
+                        col0, 1, g.Wo});
+}
+
+// The weight rows of forward_gather, generated: per task, the kernel values of its rows.
+template <typename T, int VB>
+class SpanWeightRows {
+  using A = acc_t<T>;
+
+ public:
+  SpanWeightRows(const Geometry& g, const SpanArgs<T>& span, int64_t wo_padded, int64_t max_rows)
+      : g_(g), span_(span), wo_padded_(wo_padded), group_(g.taps(), span.R),
+        hidden_(span.R * max_rows * wo_padded), kernel_(g.taps() * max_rows * wo_padded),
+        wp_(g.taps()) {}
+
+  void begin_task(int64_t b, int64_t grp, int64_t i0, int64_t i1) {
+    const int64_t width = (i1 - i0) * wo_padded_;
+    if (b != b_ || i0 != i0_ || i1 != i1_) stage_hidden(hidden_, g_, span_, b, i0, i1 - i0, wo_padded_, 0);
+    b_ = b, i0_ = i0, i1_ = i1;
+    group_.load(span_, grp, g_.taps());
+    tap_stride_ = width;
+    generate_kernel<VB>(kernel_.data(), group_, hidden_.data(), g_.taps(), span_.R, width);
+  }
+
+  const A* const* row(int64_t i) {
+    for (int64_t tap = 0; tap < g_.taps(); ++tap)
+      wp_[tap] = kernel_.data() + tap * tap_stride_ + (i - i0_) * wo_padded_;
+    return wp_.data();
+  }
+
+ private:
+  const Geometry& g_;
+  const SpanArgs<T>& span_;
+  int64_t wo_padded_, tap_stride_ = 0, b_ = -1, i0_ = -1, i1_ = -1;
+  GroupSpan<T> group_;
+  std::vector<A> hidden_, kernel_;  // [r][row][j] and [tap][row][j] of the task's rows
+  std::vector<const A*> wp_;
+};
+
+// The weights of grad_input_gather, generated for the output rows a block of input rows
+// touches: the product runs over the map's columns only (wo_padded of them), then the rows are
+// placed at their staged columns with zeros around.
+template <typename T, int VB>
+class SpanStager {
+  using A = acc_t<T>;
+
+ public:
+  SpanStager(const Geometry& g, const SpanArgs<T>& span, int64_t max_rows, int64_t wo_padded)
+      : g_(g), span_(span), wo_padded_(wo_padded), group_(g.taps(), span.R),
+        hidden_(span.R * max_rows * wo_padded), kernel_(g.taps() * max_rows * wo_padded) {}
+
+  void stage(A* dst, int64_t b, int64_t grp, int64_t ilo, int64_t ni, int64_t width, int64_t col0) {
+    if (ni == 0) return;
+    const int64_t n = ni * wo_padded_;
+    stage_hidden(hidden_, g_, span_, b, ilo, ni, wo_padded_, 0);
+    group_.load(span_, grp, g_.taps());
+    generate_kernel<VB>(kernel_.data(), group_, hidden_.data(), g_.taps(), span_.R, n);
+    // Staged column k holds output column col0 + k.
+    const int64_t lo = std::clamp<int64_t>(-col0, 0, width);
+    const int64_t hi = std::clamp<int64_t>(g_.Wo - col0, lo, width);
+    for (int64_t line = 0; line < g_.taps() * ni; ++line) {
+      A* d = dst + line * width;
+      const A* src = kernel_.data() + line * wo_padded_;
+      std::fill(d, d + lo, A(0));
+      for (int64_t k = lo; k < hi; ++k) d[k] = src[col0 + k];
+      std::fill(d + hi, d + width, A(0));
+    }
+  }
+
+ private:
+  const Geometry& g_;
+  const SpanArgs<T>& span_;
+  int64_t wo_padded_;
+  GroupSpan<T> group_;
+  std::vector<A> hidden_, kernel_;  // [r][row][j] and [tap][row][j], j < wo_padded
+};
+
+template <typename T, int VB>
+void fused_forward_impl(const Geometry& g, View4<const T> x, const SpanArgs<T>& span, View4<T> y) {
+  forward_gather<T, VB>(g, x, y, [&](int64_t wo_padded, int64_t max_rows) {
+    return SpanWeightRows<T, VB>(g, span, wo_padded, max_rows);
+  });
+}
+
+// The reduction of grad_hidden, grad_span_weight and grad_span_bias. Tasks are (batch, block
+// of kRows output rows) — a split that depends on the shape only, never on the thread count.
+template <typename T, int VB>
+void fused_span_grads(const Geometry& g, View4<const T> gy, View4<const T> x,
+                      const SpanArgs<T>& span, const SpanGrads<T>& out) {
+  using A = acc_t<T>;
+  constexpr int64_t VL = kLanes<A, VB>;
+  constexpr int64_t kRows = 8;
+  const int64_t cg = g.channels_per_group(), taps = g.taps(), R = span.R;
+  const int64_t wo_padded = round_up(g.Wo, VL);
+  const int64_t row_blocks = ceil_div(g.Ho, kRows);
+  const int64_t tasks = g.B * row_blocks;
+  const bool want_span = out.weight != nullptr || out.bias != nullptr;
+  // Partials of grad_span_weight and grad_span_bias per slot: as many slots as tasks, up to
+  // 64 and a 64 MiB budget.
+  const int64_t partial = g.G * taps * (R + 1);
+  const int64_t slots = want_span ? std::max<int64_t>(1, std::min<int64_t>({tasks, 64,
+                                        (int64_t(64) << 20) / int64_t(sizeof(A) * partial)}))
+                                  : tasks;
+  std::vector<A> partials(want_span ? slots * partial : 0, A(0));
+
+  at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
+    StagedInput<T, A> xs(g, wo_padded, kRows);
+    GroupSpan<T> group(taps, R);
+    // hidden_t: the task's hidden features transposed, [row * wo_padded + j][r], so that
+    // grad_span_weight is a product vectorized over r.
+    std::vector<A> hidden(R * kRows * wo_padded), hidden_t(kRows * wo_padded * R),
+        grad_hidden(R * kRows * wo_padded);
+    std::vector<A> gyrow(cg * wo_padded), dk(taps * kRows * wo_padded);
+    for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
+      A* part = want_span ? partials.data() + slot * partial : nullptr;
+      for (int64_t task = slot * tasks / slots; task < (slot + 1) * tasks / slots; ++task) {
+        const int64_t b = task / row_blocks, i0 = (task % row_blocks) * kRows;
+        const int64_t i1 = std::min(g.Ho, i0 + kRows), n = (i1 - i0) * wo_padded;
+        if (out.weight != nullptr) {
+          stage_hidden(hidden, g, span, b, i0, i1 - i0, wo_padded, 0);
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t l = 0; l < n; ++l) hidden_t[l * R + r] = hidden[r * n + l];
+        }
+        for (int64_t grp = 0; grp < g.G; ++grp) {
+          xs.stage(x, b, grp, i0, i1);
+          for (int64_t i = i0; i < i1; ++i) {
+            stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
+                        LineBlock{cg, 1, wo_padded, wo_padded, 0, gy.s.c, gy.s.h, gy.s.w, i, g.Ho,
+                                  0, 1, g.Wo});
+            kernel_grad_row<T, VB>(g, xs, i - i0, gyrow.data(), wo_padded,
+                                   dk.data() + (i - i0) * wo_padded, n);
+          }
+          if (out.hidden.data != nullptr) {
+            group.load(span, grp, taps);
+            // grad_hidden[r] (+)= sum_tap span[tap, r] * dk[tap]: the span rows read transposed.
+            small_gemm<VB>(grad_hidden.data(), n, group.weight.data(), 1, R, R, taps, dk.data(), n, n,
+                           static_cast<const A*>(nullptr), grp > 0);
+          }
+          if (out.weight != nullptr)  // partial[tap][r] += sum_l dk[tap][l] * hidden[r][l]
+            small_gemm<VB>(part + grp * taps * R, R, dk.data(), n, 1, taps, n, hidden_t.data(), R, R,
+                           static_cast<const A*>(nullptr), true);
+          if (out.bias != nullptr) {
+            A* bias_part = part + g.G * taps * R + grp * taps;
+            for (int64_t t = 0; t < taps; ++t) {
+              Vec<A, VB> s = {};
+              for (int64_t l = 0; l < n; l += VL) s += load<VB>(dk.data() + t * n + l);
+              for (int64_t l = 0; l < VL; ++l) bias_part[t] += s[l];
+            }
+          }
+        }
+        if (out.hidden.data != nullptr) {
+          const View4<T>& gh = out.hidden;
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t i = i0; i < i1; ++i) {
+              T* dst = gh.data + b * gh.s.b + r * gh.s.c + i * gh.s.h;
+              const A* src = grad_hidden.data() + r * n + (i - i0) * wo_padded;
+              for (int64_t j = 0; j < g.Wo; ++j) dst[j * gh.s.w] = static_cast<T>(src[j]);
+            }
+        }
+      }
+    }
+  });
+
+  if (!want_span) return;
+  const int64_t rows = g.G * taps;
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      for (int64_t r = 0; r < R && out.weight != nullptr; ++r) {
+        A sum = 0;
+        for (int64_t slot = 0; slot < slots; ++slot) sum += partials[slot * partial + row * R + r];
+        out.weight[row * out.weight_s_row + r * out.weight_s_col] = static_cast<T>(sum);
+      }
+      if (out.bias != nullptr) {
+        A sum = 0;
+        for (int64_t slot = 0; slot < slots; ++slot) sum += partials[slot * partial + rows * R + row];
+        out.bias[row * out.bias_s] = static_cast<T>(sum);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void fused_forward(const Geometry& g, View4<const T> input, const SpanArgs<T>& span,
+                   View4<T> out) {
+  with_vector_width<T>(g.Wo, [&](auto vb) { fused_forward_impl<T, vb()>(g, input, span, out); });
+}
+
+template <typename T>
+void fused_backward(const Geometry& g, View4<const T> grad_out, View4<const T> input,
+                    const SpanArgs<T>& span, View4<T> grad_in, const SpanGrads<T>& grads) {
+  if (grads.hidden.data != nullptr || grads.weight != nullptr || grads.bias != nullptr)
+    with_vector_width<T>(g.Wo, [&](auto vb) {
+      fused_span_grads<T, vb()>(g, grad_out, input, span, grads);
+    });
+  if (grad_in.data != nullptr)
+    with_vector_width<T>(ceil_div(g.W, g.stride_w), [&](auto vb) {
+      grad_input_gather<T, vb()>(g, grad_out, grad_in, [&](int64_t max_rows, int64_t) {
+        return SpanStager<T, vb()>(g, span, max_rows, round_up(g.Wo, kLanes<acc_t<T>, vb()>));
+      });
+    });
+}
+
+#define INSTANTIATE(T)                                                                         \
+  template void fused_forward<T>(const Geometry&, View4<const T>, const SpanArgs<T>&,          \
+                                 View4<T>);                                                    \
+  template void fused_backward<T>(const Geometry&, View4<const T>, View4<const T>,             \
+                                  const SpanArgs<T>&, View4<T>, const SpanGrads<T>&);
+INVOLUTION_FOR_EACH_DTYPE(INSTANTIATE)
+#undef INSTANTIATE
+
+}  // namespace involution::cpu::INVOLUTION_NS
