@@ -16,6 +16,29 @@
 namespace involution::cpu::INVOLUTION_NS {
 namespace {
 
+// One block of CB channels of one output row: out[c][j] = sum over taps of
+// wp[tap][j] * x[c * channel_stride + row_offset + tap_offset[tap] + j]. Its own function
+// with scalar arguments, so that the CB accumulators get registers (inlined into the task
+// loop, GCC kept them on the stack).
+template <typename T, int VB, int CB, typename A>
+void gather_row_block(T* yrow, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x,
+                      int64_t channel_stride, int64_t row_offset, const int64_t* tap_offset,
+                      int64_t taps, int64_t wo, int64_t wo_padded) {
+  constexpr int64_t VL = kLanes<A, VB>;
+  for (int64_t j = 0; j < wo_padded; j += VL) {
+    Vec<A, VB> acc[CB] = {};
+    for (int64_t tap = 0; tap < taps; ++tap) {
+      const Vec<A, VB> wv = load<VB>(wp[tap] + j);
+      const A* xp = x + row_offset + tap_offset[tap] + j;
+#pragma GCC unroll 16
+      for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(xp + c * channel_stride);
+    }
+    const int64_t n = std::min(VL, wo - j);
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) store_lanes<A>(yrow + c * y_sc + j * y_sw, y_sw, acc[c], n);
+  }
+}
+
 // WeightRows (one per thread, from make_rows(wo_padded, rows_per_task)):
 //   void begin_task(int64_t b, int64_t grp, int64_t i0, int64_t i1);
 //   const A* const* row(int64_t i);  // per tap: wo_padded weights of output row i
@@ -39,21 +62,10 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
       for (int64_t i = i0; i < i1; ++i) {
         const A* const* wp = rows.row(i);
         for_each_channel_block(cg, [&](auto cb, int64_t c0) {
-          constexpr int CB = decltype(cb)::value;
-          const A* xrow = xs.buf.data() + c0 * xs.channel_stride;
-          T* yrow = y.data + b * y.s.b + (grp * cg + c0) * y.s.c + i * y.s.h;
-          for (int64_t j = 0; j < wo_padded; j += VL) {
-            Vec<A, VB> acc[CB] = {};
-            for (int64_t tap = 0; tap < taps; ++tap) {
-              const Vec<A, VB> wv = load<VB>(wp[tap] + j);
-              const A* xp = xrow + xs.offset(i - i0, tap) + j;
-#pragma GCC unroll 16
-              for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(xp + c * xs.channel_stride);
-            }
-            const int64_t n = std::min(VL, g.Wo - j);
-#pragma GCC unroll 16
-            for (int c = 0; c < CB; ++c) store_lanes<A>(yrow + c * y.s.c + j * y.s.w, y.s.w, acc[c], n);
-          }
+          gather_row_block<T, VB, decltype(cb)::value>(
+              y.data + b * y.s.b + (grp * cg + c0) * y.s.c + i * y.s.h, y.s.c, y.s.w, wp,
+              xs.buf.data() + c0 * xs.channel_stride, xs.channel_stride, xs.row_offset(i - i0),
+              xs.tap_offset.data(), taps, g.Wo, wo_padded);
         });
       }
     }

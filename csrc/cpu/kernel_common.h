@@ -285,9 +285,13 @@ struct StagedInput {
                             x.s.h, x.s.w, i0 * g.stride_h - g.pad_h, g.H, q - g.pad_w,
                             g.stride_w, g.W});
   }
-  // Offset of channel 0's input for output row i0 + local_row and tap (u, v), column 0.
+  // Offset of channel 0's input for output row i0 + local_row and tap (u, v), column 0:
+  // row_offset(local_row) + tap_offset[tap].
+  int64_t row_offset(int64_t local_row) const {
+    return local_row * g.stride_h * g.stride_w * row_width;
+  }
   int64_t offset(int64_t local_row, int64_t tap) const {
-    return local_row * g.stride_h * g.stride_w * row_width + tap_offset[tap];
+    return row_offset(local_row) + tap_offset[tap];
   }
 };
 
