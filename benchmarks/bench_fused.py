@@ -18,30 +18,13 @@ import json
 
 import torch
 from common import (copy_bandwidth_gbps, machine, noisy, report_disturbance, results_dir,  # the script's folder
-                    timeit, until_stopped, versus)
+                    saved_activation_bytes, timeit, until_stopped, versus)
 
 import involution_ext
 from involution_ext import Involution2d
 
 STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]
 TARGET_FWD, TARGET_FWD_BWD, TARGET_MEMORY = 1.5, 1.3, 3.0
-
-
-def saved_bytes(module, x):
-    """Bytes of the distinct storages autograd saves for backward in one forward: activations
-    only (the parameters, which autograd also references, exist either way)."""
-    storages = {}
-    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x)
-    return sum(storages.values())
 
 
 def measure(module, x, train, reps, budget):
@@ -94,7 +77,7 @@ def main(argv=None):
                         x = x.contiguous(memory_format=torch.channels_last)
                         fused, unfused = (m.to(memory_format=torch.channels_last) for m in (fused, unfused))
                     xg = x.detach().requires_grad_()
-                    mem_unfused, mem_fused = saved_bytes(unfused, xg), saved_bytes(fused, xg)
+                    mem_unfused, mem_fused = saved_activation_bytes(unfused, xg), saved_activation_bytes(fused, xg)
                     for train in (False, True):
                         t_unfused = measure(unfused, x, train, reps, budget)
                         t_fused = measure(fused, x, train, reps, budget)

@@ -27,7 +27,7 @@ import types
 import torch
 import torch.nn.functional as F
 from common import (copy_bandwidth_gbps, machine, noisy, rate, report_disturbance, results_dir,  # the script's folder
-                    timeit, until_stopped, versus)
+                    saved_activation_bytes, timeit, until_stopped, versus)
 from torch import nn
 
 import involution_ext
@@ -89,22 +89,9 @@ def build(name):
 
 
 def saved_mib(model, batch, device):
-    """MiB of the distinct storages autograd keeps for backward in one training forward:
-    activations only (the parameters exist either way)."""
-    model = model.to(device).train()
+    """MiB of activations a training forward keeps for backward (common.saved_activation_bytes)."""
     x = torch.randn(batch, 3, 224, 224, device=device)
-    storages = {}
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values()) / 2**20
+    return saved_activation_bytes(model.to(device).train(), x) / 2**20
 
 
 def measure_memory(names, device, rows, batch=8):

@@ -160,3 +160,20 @@ def until_stopped(info, rows):
         print(f"\ninterrupted: writing the {len(rows)} rows measured so far")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def saved_activation_bytes(module, *inputs) -> int:
+    """Bytes of the distinct storages autograd keeps for backward in one forward of `module`:
+    activations only (the parameters, which autograd also references, exist either way)."""
+    storages = {}
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(*inputs)
+    return sum(storages.values())

@@ -9,30 +9,19 @@ from dataclasses import dataclass
 
 import torch
 
-from helpers import assert_close_scaled, involution_loops
-from reference_loops import out_size
+from helpers import Case, assert_close_scaled, involution_loops
 
 
 @dataclass
-class FusedCase:
-    B: int
-    C: int
-    G: int
+class FusedCase(Case):
+    """An involution case plus the kernel generator's side: R hidden channels, the span rows
+    (G*Kh*Kw, R) with or without bias, and the layouts of input and hidden. ``args()`` gives
+    the fused op's hyper-parameters (kernel_size first)."""
+
     R: int
-    H: int
-    W: int
-    K: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
     bias: bool = True
     x_layout: str = "nchw"  # "nchw", "channels_last" or "strided" (a non-contiguous view)
     h_layout: str = "nchw"
-
-    @property
-    def out(self):
-        return (out_size(self.H, self.K[0], self.stride[0], self.padding[0], self.dilation[0]),
-                out_size(self.W, self.K[1], self.stride[1], self.padding[1], self.dilation[1]))
 
     @property
     def rows(self):

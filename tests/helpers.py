@@ -126,6 +126,12 @@ def to_device(device, *tensors):
     return [t.detach().to(device).requires_grad_(t.requires_grad) for t in tensors]
 
 
+def on_device(args, device):
+    """An argument list with its tensors moved to ``device``; a meta tensor stays where it is
+    (the bad-input tables use one as the device mismatch)."""
+    return [a.to(device) if isinstance(a, torch.Tensor) and not a.is_meta else a for a in args]
+
+
 def reference_grads(x, w, gy, case):
     """Gradients of the fp64 loop reference, and the same sums over absolute values (the
     scale of each element, for the tolerance). Fresh leaves: x.double() is x itself in fp64."""

@@ -11,7 +11,7 @@ import torch
 
 import involution_ext
 from fused_cases import FusedCase, check_fused, random_fused_case, span_reference
-from helpers import REL_TOL, cpu_and_cuda, run_in_fresh_process, to_device
+from helpers import REL_TOL, cpu_and_cuda, on_device, run_in_fresh_process, to_device
 
 
 CASES = [random_fused_case(random.Random(1000 + i)) for i in range(200)]
@@ -169,16 +169,12 @@ BAD = {
 }
 
 
-def _on(args, device):
-    return [a.to(device) if isinstance(a, torch.Tensor) and not a.is_meta else a for a in args]
-
-
 @pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("name", list(BAD))
 def test_fused_forward_rejects(name, device):
     make, message = BAD[name]
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.involution.fused_forward(*_on(make(), device))
+        torch.ops.involution.fused_forward(*on_device(make(), device))
 
 
 @pytest.mark.parametrize("name", [n for n in BAD if n != "device mismatch"])

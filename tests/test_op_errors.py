@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import involution_ext  # noqa: F401
-from helpers import cpu_and_cuda
+from helpers import cpu_and_cuda, on_device
 
 OK_ARGS = ([1, 1], [1, 1], [1, 1])
 
@@ -36,11 +36,6 @@ BAD = {
     "zero channels": (lambda: (torch.randn(2, 0, 6, 6), torch.randn(2, 1, 3, 3, 6, 6), *OK_ARGS), "at least one channel"),
     "zero groups": (lambda: (good()[0], torch.randn(2, 0, 3, 3, 6, 6), *OK_ARGS), "at least one group"),
 }
-
-
-def on_device(args, device):
-    """The case's tensors moved to ``device`` (a meta tensor stays: it is the mismatch)."""
-    return [a.to(device) if isinstance(a, torch.Tensor) and not a.is_meta else a for a in args]
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())

@@ -90,15 +90,6 @@ struct GroupSpan {
   }
 };
 
-// The kernel values of n staged hidden columns ([r][n] at `hidden`) for one group:
-// kernel[tap * n + l] = bias[tap] + sum_r span[tap, r] * hidden[r * n + l].
-template <int VB, typename T>
-void generate_kernel(acc_t<T>* kernel, const GroupSpan<T>& group, const acc_t<T>* hidden,
-                     int64_t taps, int64_t R, int64_t n) {
-  small_gemm<VB>(kernel, n, group.weight.data(), R, 1, taps, R, hidden, n, n,
-                 group.has_bias ? group.bias.data() : nullptr, false);
-}
-
 // The hidden features of output rows [row0, row0 + rows), all R channels, staged as
 // [r][row][column] with `width` columns from col0 (zero outside the map).
 template <typename T>
@@ -110,6 +101,37 @@ void stage_hidden(std::vector<acc_t<T>>& buf, const Geometry& g, const SpanArgs<
                         col0, 1, g.Wo});
 }
 
+// The kernel values of a block of output rows of one (batch, group), generated from the
+// hidden features over the map's columns: [tap][row][j], j < wo_padded, with
+// kernel = bias[tap] + sum_r span[tap, r] * hidden[r][row][j]. The staged hidden rows are
+// reused while (batch, rows) stay the same, as they do across the groups of a block.
+template <typename T, int VB>
+class KernelRows {
+  using A = acc_t<T>;
+
+ public:
+  KernelRows(const Geometry& g, const SpanArgs<T>& span, int64_t wo_padded, int64_t max_rows)
+      : g_(g), span_(span), wo_padded_(wo_padded), group_(g.taps(), span.R),
+        hidden_(span.R * max_rows * wo_padded), kernel_(g.taps() * max_rows * wo_padded) {}
+
+  const A* generate(int64_t b, int64_t grp, int64_t row0, int64_t rows) {
+    if (b != b_ || row0 != row0_ || rows != rows_) stage_hidden(hidden_, g_, span_, b, row0, rows, wo_padded_, 0);
+    b_ = b, row0_ = row0, rows_ = rows;
+    group_.load(span_, grp, g_.taps());
+    const int64_t n = rows * wo_padded_;
+    small_gemm<VB>(kernel_.data(), n, group_.weight.data(), span_.R, 1, g_.taps(), span_.R,
+                   hidden_.data(), n, n, group_.has_bias ? group_.bias.data() : nullptr, false);
+    return kernel_.data();
+  }
+
+ private:
+  const Geometry& g_;
+  const SpanArgs<T>& span_;
+  int64_t wo_padded_, b_ = -1, row0_ = -1, rows_ = -1;
+  GroupSpan<T> group_;
+  std::vector<A> hidden_, kernel_;  // [r][row][j] and [tap][row][j]
+};
+
 // The weight rows of forward_gather, generated: per task, the kernel values of its rows.
 template <typename T, int VB>
 class SpanWeightRows {
@@ -117,58 +139,46 @@ class SpanWeightRows {
 
  public:
   SpanWeightRows(const Geometry& g, const SpanArgs<T>& span, int64_t wo_padded, int64_t max_rows)
-      : g_(g), span_(span), wo_padded_(wo_padded), group_(g.taps(), span.R),
-        hidden_(span.R * max_rows * wo_padded), kernel_(g.taps() * max_rows * wo_padded),
-        wp_(g.taps()) {}
+      : taps_(g.taps()), wo_padded_(wo_padded), rows_(g, span, wo_padded, max_rows), wp_(taps_) {}
 
   void begin_task(int64_t b, int64_t grp, int64_t i0, int64_t i1) {
-    const int64_t width = (i1 - i0) * wo_padded_;
-    if (b != b_ || i0 != i0_ || i1 != i1_) stage_hidden(hidden_, g_, span_, b, i0, i1 - i0, wo_padded_, 0);
-    b_ = b, i0_ = i0, i1_ = i1;
-    group_.load(span_, grp, g_.taps());
-    tap_stride_ = width;
-    generate_kernel<VB>(kernel_.data(), group_, hidden_.data(), g_.taps(), span_.R, width);
+    kernel_ = rows_.generate(b, grp, i0, i1 - i0);
+    i0_ = i0;
+    tap_stride_ = (i1 - i0) * wo_padded_;
   }
 
   const A* const* row(int64_t i) {
-    for (int64_t tap = 0; tap < g_.taps(); ++tap)
-      wp_[tap] = kernel_.data() + tap * tap_stride_ + (i - i0_) * wo_padded_;
+    for (int64_t tap = 0; tap < taps_; ++tap)
+      wp_[tap] = kernel_ + tap * tap_stride_ + (i - i0_) * wo_padded_;
     return wp_.data();
   }
 
  private:
-  const Geometry& g_;
-  const SpanArgs<T>& span_;
-  int64_t wo_padded_, tap_stride_ = 0, b_ = -1, i0_ = -1, i1_ = -1;
-  GroupSpan<T> group_;
-  std::vector<A> hidden_, kernel_;  // [r][row][j] and [tap][row][j] of the task's rows
+  int64_t taps_, wo_padded_, tap_stride_ = 0, i0_ = 0;
+  KernelRows<T, VB> rows_;
+  const A* kernel_ = nullptr;
   std::vector<const A*> wp_;
 };
 
 // The weights of grad_input_gather, generated for the output rows a block of input rows
-// touches: the product runs over the map's columns only (wo_padded of them), then the rows are
-// placed at their staged columns with zeros around.
+// touches, then placed at their staged columns with zeros around.
 template <typename T, int VB>
 class SpanStager {
   using A = acc_t<T>;
 
  public:
   SpanStager(const Geometry& g, const SpanArgs<T>& span, int64_t max_rows, int64_t wo_padded)
-      : g_(g), span_(span), wo_padded_(wo_padded), group_(g.taps(), span.R),
-        hidden_(span.R * max_rows * wo_padded), kernel_(g.taps() * max_rows * wo_padded) {}
+      : g_(g), wo_padded_(wo_padded), rows_(g, span, wo_padded, max_rows) {}
 
   void stage(A* dst, int64_t b, int64_t grp, int64_t ilo, int64_t ni, int64_t width, int64_t col0) {
     if (ni == 0) return;
-    const int64_t n = ni * wo_padded_;
-    stage_hidden(hidden_, g_, span_, b, ilo, ni, wo_padded_, 0);
-    group_.load(span_, grp, g_.taps());
-    generate_kernel<VB>(kernel_.data(), group_, hidden_.data(), g_.taps(), span_.R, n);
+    const A* kernel = rows_.generate(b, grp, ilo, ni);
     // Staged column k holds output column col0 + k.
     const int64_t lo = std::clamp<int64_t>(-col0, 0, width);
     const int64_t hi = std::clamp<int64_t>(g_.Wo - col0, lo, width);
     for (int64_t line = 0; line < g_.taps() * ni; ++line) {
       A* d = dst + line * width;
-      const A* src = kernel_.data() + line * wo_padded_;
+      const A* src = kernel + line * wo_padded_;
       std::fill(d, d + lo, A(0));
       for (int64_t k = lo; k < hi; ++k) d[k] = src[col0 + k];
       std::fill(d + hi, d + width, A(0));
@@ -177,10 +187,8 @@ class SpanStager {
 
  private:
   const Geometry& g_;
-  const SpanArgs<T>& span_;
   int64_t wo_padded_;
-  GroupSpan<T> group_;
-  std::vector<A> hidden_, kernel_;  // [r][row][j] and [tap][row][j], j < wo_padded
+  KernelRows<T, VB> rows_;
 };
 
 template <typename T, int VB>

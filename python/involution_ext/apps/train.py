@@ -283,28 +283,6 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int):
     return factor
 
 
-def evaluate(model, x, y, batch_size, rank, world, device, autocast_ctx, channels_last) -> Tuple[float, float]:
-    """Loss and accuracy over the whole test set, each rank taking a shard (no padding)."""
-    model.eval()
-    idx = torch.arange(rank, len(y), world)
-    totals = torch.zeros(3, dtype=torch.float64)
-    with torch.no_grad():
-        for start in range(0, len(idx), batch_size):
-            sel = idx[start:start + batch_size]
-            xb, yb = x[sel].to(device), y[sel].to(device)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast_ctx():
-                logits = model(xb)
-            totals[0] += F.cross_entropy(logits.float(), yb, reduction="sum").item()
-            totals[1] += (logits.argmax(1) == yb).sum().item()
-            totals[2] += len(sel)
-    if world > 1:
-        dist.all_reduce(totals)
-    model.train()
-    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-
-
 @dataclass
 class Run:
     """Everything one training run holds: what :func:`setup` builds, and the position
@@ -416,6 +394,28 @@ def restore(run: Run, path: str) -> None:
     random.setstate(state["rng"]["python"])
 
 
+def evaluate(run: Run) -> Tuple[float, float]:
+    """Loss and accuracy over the whole test split, each rank taking a shard (no padding)."""
+    x, y = run.data[2], run.data[3]
+    batch_size = run.args.batch_size
+    run.model.eval()
+    idx = torch.arange(run.rank, len(y), run.world)
+    totals = torch.zeros(3, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(idx), batch_size):
+            sel = idx[start:start + batch_size]
+            xb, yb = run.to_device(x[sel]), y[sel].to(run.device)
+            with run.autocast():
+                logits = run.model(xb)
+            totals[0] += F.cross_entropy(logits.float(), yb, reduction="sum").item()
+            totals[1] += (logits.argmax(1) == yb).sum().item()
+            totals[2] += len(sel)
+    if run.world > 1:
+        dist.all_reduce(totals)
+    run.model.train()
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+
 def save_end_of_epoch(run: Run, test_acc: float) -> None:
     """``best.pt`` on a better test accuracy (weights only), then ``last.pt`` (the whole run)."""
     if test_acc > run.best_acc:
@@ -499,7 +499,6 @@ def train(args: argparse.Namespace) -> Dict:
         tqdm = require("tqdm", "train", "the progress bar (or pass --no-progress)").tqdm
         progress = tqdm(total=(args.max_steps or run.total_steps), initial=run.global_step, unit="step",
                         dynamic_ncols=True)
-    x_test, y_test = run.data[2], run.data[3]
     test_accs = []
     run.model.train()
     stop = False
@@ -511,8 +510,7 @@ def train(args: argparse.Namespace) -> Dict:
             dist.all_reduce(sums)
         if run.step_in_epoch >= run.steps_per_epoch:
             run.epoch, run.step_in_epoch = run.epoch + 1, 0
-        test_loss, test_acc = evaluate(run.model, x_test, y_test, args.batch_size, run.rank, run.world, run.device,
-                                       run.autocast, args.channels_last)
+        test_loss, test_acc = evaluate(run)
         train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
         test_accs.append(test_acc)
         if run.rank == 0:
