@@ -10,6 +10,7 @@ string(TOUPPER "${INVOLUTION_CUDA}" INVOLUTION_CUDA)
 
 set(INVOLUTION_CUDA_ENABLED OFF)
 set(INVOLUTION_CUDA_ARCHS "")
+set(INVOLUTION_CUDA_TOOLKIT_ROOT "")
 if(INVOLUTION_CUDA STREQUAL "OFF")
   set(INVOLUTION_CUDA_REASON "CUDA disabled (INVOLUTION_EXT_CUDA=OFF)")
 elseif(INVOLUTION_TORCH_CUDA_VERSION STREQUAL "")
@@ -54,6 +55,16 @@ if(INVOLUTION_CUDA_ENABLED)
     set(CUDA_TOOLKIT_ROOT_DIR "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}" CACHE PATH "CUDA toolkit (from nvcc)")
     set(CUDAToolkit_ROOT "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}")
   endif()
+  # torch's CMake config links NVRTC. A toolkit without it (a minimal install: nvcc and the
+  # runtime) still builds beside the PyPI torch, whose nvidia-* wheels carry the library as
+  # libnvrtc.so.<major> only: look there too.
+  get_filename_component(_site_packages "${INVOLUTION_TORCH_CMAKE_PREFIX}/../../.." ABSOLUTE)
+  string(REGEX REPLACE "\\..*" "" _cuda_major "${INVOLUTION_TORCH_CUDA_VERSION}")
+  find_library(CUDA_nvrtc_LIBRARY NAMES nvrtc libnvrtc.so.${_cuda_major}
+               HINTS "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}" "${_site_packages}/nvidia/cu${_cuda_major}"
+                     "${_site_packages}/nvidia/cuda_nvrtc"
+               PATH_SUFFIXES lib64 lib)
+  set(INVOLUTION_CUDA_TOOLKIT_ROOT "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}")  # for the CMake package
   set(INVOLUTION_CUDA_REASON "CUDA ${CMAKE_CUDA_COMPILER_VERSION} kernels for ${INVOLUTION_CUDA_ARCHS}")
 endif()
 message(STATUS "involution_ext: ${INVOLUTION_CUDA_REASON}")

@@ -59,3 +59,38 @@ def official_checkpoint(path, depth=26, num_classes=1000, drop=(), extra=(), res
         state[key] = torch.zeros(3)
     torch.save({"meta": {"mmcls_version": "0.12.0", "epoch": 130}, "state_dict": state}, path)
     return state
+
+
+def paddle_layout(depth, num_classes=1000):
+    """Key -> shape of a PaddleClas RedNet ``.pdparams`` file, from Paddle's naming rules: no
+    ``backbone.`` prefix, BatchNorm statistics named ``_mean``/``_variance`` (and no
+    ``num_batches_tracked``), the classifier as ``fc`` with its weight stored [in, out]."""
+    layout = {}
+    for key, shape in official_layout(depth, num_classes).items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.startswith("head.fc."):
+            layout[key[len("head."):]] = shape[::-1]
+            continue
+        key = key[len("backbone."):].replace(".running_mean", "._mean").replace(".running_var", "._variance")
+        layout[key] = shape
+    return layout
+
+
+def write_pdparams(path, depth, num_classes=1000, protocol=4, seed=0):
+    """Writes a ``.pdparams`` file as ``paddle.save`` does (a pickle of a dict of numpy float32
+    arrays plus the ``StructuredToParameterName@@`` entry) and returns the arrays."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for key, shape in paddle_layout(depth, num_classes).items():
+        value = rng.random(shape) + 0.5 if key.endswith("_variance") else rng.standard_normal(shape) * 0.05
+        arrays[key] = value.astype(np.float32)
+    payload = dict(arrays)
+    payload["StructuredToParameterName@@"] = {k: f"param_{i}" for i, k in enumerate(arrays)}
+    with open(path, "wb") as f:
+        pickle.dump(payload, f, protocol=protocol)
+    return arrays

@@ -74,13 +74,15 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch):
 
 def test_library_never_imports_the_applications(tmp_path):
     """op -> functional -> modules -> models -> checkpoints stand alone: importing them pulls in
-    neither involution_ext.apps nor the applications' dependencies."""
+    neither involution_ext.apps nor the applications' dependencies, nor timm or torchvision
+    (only involution_ext.timm / .detection import those)."""
     run_in_fresh_process(
         "import sys, torch\n"
         "before = set(sys.modules)\n"  # torch itself may import some of them (tqdm)
         "import involution_ext, involution_ext.functional, involution_ext.modules, involution_ext.models\n"
-        "import involution_ext.checkpoint, involution_ext.reference\n"
+        "import involution_ext.checkpoint, involution_ext.reference, involution_ext.convert\n"
         "loaded = [m for m in set(sys.modules) - before\n"
-        "          if m.startswith(('involution_ext.apps', 'sklearn', 'matplotlib', 'PIL', 'tqdm'))]\n"
+        "          if m.startswith(('involution_ext.apps', 'involution_ext.timm', 'involution_ext.detection',\n"
+        "                           'sklearn', 'matplotlib', 'PIL', 'tqdm', 'timm', 'torchvision'))]\n"
         "assert not loaded, loaded\n"
         "print('ok')\n", tmp_path)

@@ -19,7 +19,7 @@ import torch
 import involution_ext
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "build" / "cpp-tests"
+BUILD = ROOT / "build" / f"cpp-tests-{Path(sys.prefix).name}"  # one per environment (each has its own torch)
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 
 

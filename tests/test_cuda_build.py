@@ -104,3 +104,6 @@ def test_build_reports_cuda_state():
     if torch.version.cuda is None:
         assert info["cuda"] is False and "CPU-only" in info["cuda_note"]
     assert isinstance(info["cuda_archs"], str)
+    assert info["cuda_kernels_registered"] is info["cuda"]  # every op has a CUDA kernel, or none has
+    if os.environ.get("INVOLUTION_EXT_EXPECT_CUDA_BUILD") == "1":  # CI's CUDA-torch environment
+        assert info["cuda"] and info["cuda_archs"], info["cuda_note"]

@@ -101,14 +101,19 @@ def test_op_library_uses_the_shared_cxx_runtime():
 @pytest.mark.slow
 def test_wheel_installs_into_fresh_venv_and_works(tmp_path):
     dist = tmp_path / "dist"
+    # The wheel of this environment, from its own build tree (see scripts/setup_cuda_torch.sh).
+    env = dict(os.environ, VENV=sys.prefix)
+    if involution_ext.build_info()["cuda"]:
+        env["BUILD_DIR"] = str(ROOT / "build" / "cuda-torch")
     built = subprocess.run(["bash", str(ROOT / "scripts" / "build_wheel.sh"), str(dist)], capture_output=True,
-                           text=True, cwd=ROOT)
+                           text=True, cwd=ROOT, env=env)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     wheels = list(dist.glob("involution_ext-*.whl"))
     assert len(wheels) == 1, wheels
     wheel = wheels[0]
     release = ".".join(map(str, _release(torch.__version__)))
-    assert f"+torch{release}cpu" in wheel.name and "manylinux" in wheel.name, wheel.name
+    variant = f"cu{torch.version.cuda.replace('.', '')}" if involution_ext.build_info()["cuda"] else "cpu"
+    assert f"+torch{release}{variant}" in wheel.name and "manylinux" in wheel.name, wheel.name
     assert "-py3-none-" in wheel.name, f"one wheel for every Python version: {wheel.name}"
     with zipfile.ZipFile(wheel) as z:
         metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()

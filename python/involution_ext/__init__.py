@@ -39,12 +39,19 @@ from .modules import Involution2d  # noqa: E402
 
 def build_info() -> dict:
     """Build facts: package and torch versions built against, OpenMP, CPU instruction
-    sets compiled in (and the one in use), CUDA."""
+    sets compiled in (and the one in use), CUDA (compiled, and registered by the loaded
+    library)."""
     from ._library import _build_info
 
     info = _build_info()
     info["library"] = str(_LIBRARY_PATH)
     info["cpu_isa_active"] = cpu_isa()
+    import torch
+
+    # What the loaded library registered, beside what the build says it compiled.
+    info["cuda_kernels_registered"] = all(
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"involution::{op}", "CUDA")
+        for op in ("forward", "backward", "fused_forward", "fused_backward"))
     info["torch_runtime_version"] = torch_version()
     return info
 

@@ -157,7 +157,13 @@ def load_official_checkpoint(model: nn.Module, path: Union[str, os.PathLike],
     fine-tune with a new classifier) are neither loaded nor reported. Any other missing,
     unexpected or shape-mismatched key raises :class:`CheckpointError` listing them all.
     """
-    state = read_state_dict(path)
+    return load_state_into(model, read_state_dict(path), path, ignore_prefixes)
+
+
+def load_state_into(model: nn.Module, state: Dict[str, torch.Tensor], source: object = "state dict",
+                    ignore_prefixes: Sequence[str] = ()) -> nn.Module:
+    """:func:`load_official_checkpoint` for a state dict in memory (``source`` names it in
+    errors)."""
     if any(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
         state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     own = model.state_dict()
@@ -175,7 +181,7 @@ def load_official_checkpoint(model: nn.Module, path: Union[str, os.PathLike],
         for k, v in state.items() if k in own and v.shape != own[k].shape
     )
     if missing or unexpected or mismatched:
-        lines: List[str] = [f"checkpoint {path} does not match {type(model).__name__}:"]
+        lines: List[str] = [f"checkpoint {source} does not match {type(model).__name__}:"]
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
             if keys:
                 lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys))

@@ -36,7 +36,7 @@ from torch import nn
 from .._optional import MissingDependencyError, require
 from ..checkpoint import CheckpointError, load_checkpoint_file, load_official_checkpoint
 from ..models import rednet
-from ._images import load_image
+from ._images import image_folder, load_image
 
 
 # ---------------------------------------------------------------- data
@@ -65,18 +65,14 @@ def image_folder_split(root: str, image_size: int):
     root_path = Path(root)
     if not (root_path / "train").is_dir() or not (root_path / "val").is_dir():
         raise FileNotFoundError(f"{root} must hold train/ and val/ folders with one folder per class")
-    classes = sorted(p.name for p in (root_path / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise FileNotFoundError(f"{root}/train has no class folders")
+    classes, _ = image_folder(root_path / "train")
+
     def load(split: str):
-        xs, ys = [], []
-        for label, name in enumerate(classes):
-            for path in sorted((root_path / split / name).glob("*")):
-                xs.append(load_image(path, image_size)[0][0])
-                ys.append(label)
-        if not xs:
-            raise FileNotFoundError(f"{root}/{split} has no images")
-        return torch.stack(xs), torch.tensor(ys)
+        split_classes, samples = image_folder(root_path / split)
+        if split_classes != classes:
+            raise FileNotFoundError(f"{root}/{split} has other class folders than {root}/train")
+        xs = [load_image(path, image_size)[0][0] for path, _ in samples]
+        return torch.stack(xs), torch.tensor([label for _, label in samples])
 
     x_train, y_train = load("train")
     x_test, y_test = load("val")

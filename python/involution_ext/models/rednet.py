@@ -53,19 +53,19 @@ class Bottleneck(nn.Module):
         return self.relu(out + self.downsample(x))
 
 
-def _make_stem(stem: str, stem_channels: int, stride: int, fused: bool = True) -> nn.Sequential:
+def _make_stem(stem: str, stem_channels: int, stride: int, fused: bool = True, in_channels: int = 3) -> nn.Sequential:
     if stem == "involution":
         # Indices 0..4 as in the official code (3 is the parameter-free ReLU).
         half = stem_channels // 2
         return nn.Sequential(
-            ConvBNAct(3, half, 3, stride=stride, padding=1),
+            ConvBNAct(in_channels, half, 3, stride=stride, padding=1),
             Involution2d(half, kernel_size=3, stride=1, fused=fused),
             nn.BatchNorm2d(half),
             nn.ReLU(inplace=True),
             ConvBNAct(half, stem_channels, 3, stride=1, padding=1),
         )
     if stem == "conv7x7":
-        return nn.Sequential(ConvBNAct(3, stem_channels, 7, stride=stride, padding=3))
+        return nn.Sequential(ConvBNAct(in_channels, stem_channels, 7, stride=stride, padding=3))
     raise ValueError(f"RedNet: stem must be 'involution' or 'conv7x7', got {stem!r}")
 
 
@@ -82,6 +82,7 @@ class RedNetBackbone(nn.Module):
             or ``"conv7x7"`` (the 7×7 conv stem of the ablations in Table 6).
         small_input: for tiny images (e.g. 32×32): the stem's first conv has stride 1 and there
             is no max-pool, so the feature strides are 1, 2, 4, 8.
+        in_channels: image channels (3).
         involution_args: forwarded to every trunk :class:`Involution2d` (``kernel_size``,
             ``group_channels``, ``reduction_ratio``, ``generator``: the Table 6 ablations;
             ``fused``, which the stem's involution follows too).
@@ -89,7 +90,7 @@ class RedNetBackbone(nn.Module):
 
     def __init__(self, depth: int = 50, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, stem: str = "involution", stem_channels: int = 64,
-                 base_channels: int = 64, small_input: bool = False, **involution_args):
+                 base_channels: int = 64, small_input: bool = False, in_channels: int = 3, **involution_args):
         super().__init__()
         if depth not in STAGE_DEPTHS:
             raise ValueError(f"RedNet: depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
@@ -101,7 +102,8 @@ class RedNetBackbone(nn.Module):
         self.out_indices: List[int] = sorted(set(out_indices))
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        self.stem = _make_stem(stem, stem_channels, 1 if small_input else 2, involution_args.get("fused", True))
+        self.stem = _make_stem(stem, stem_channels, 1 if small_input else 2, involution_args.get("fused", True),
+                               in_channels)
         self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1)
         in_channels = stem_channels
         self.out_channels: List[int] = []
