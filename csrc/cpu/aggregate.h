@@ -18,10 +18,10 @@ namespace {
 
 // One block of CB channels of one output row: out[c][j] = sum over taps of
 // wp[tap][j] * x[c * channel_stride + row_offset + tap_offset[tap] + j]. Its own function
-// with scalar arguments, so that the CB accumulators get registers (inlined into the task
-// loop, GCC kept them on the stack).
+// with scalar arguments, kept out of line: inlined into the task loop, GCC kept the
+// accumulators (or the tap tables and loop bound) on the stack, reloaded every tap.
 template <typename T, int VB, int CB, typename A>
-void gather_row_block(T* yrow, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x,
+__attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x,
                       int64_t channel_stride, int64_t row_offset, const int64_t* tap_offset,
                       int64_t taps, int64_t wo, int64_t wo_padded) {
   constexpr int64_t VL = kLanes<A, VB>;
