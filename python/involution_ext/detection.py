@@ -94,35 +94,35 @@ def rednet_fpn_backbone(depth: int = 50, trainable_layers: int = 3, involution_n
     return RedNetWithFPN(body, fpn, out_channels)
 
 
-def _no_weights(weights) -> None:
+def _detector(detector_class, weights, num_classes: int, backbone_checkpoint: Optional[str], trainable_layers: int,
+              involution_neck: bool, detector_args: dict, **fpn_args):
     if weights is not None:
         raise ValueError("no pretrained RedNet detectors are published: pass weights=None (and an ImageNet "
                          "backbone with backbone_checkpoint=...)")
+    backbone = rednet_fpn_backbone(50, trainable_layers, involution_neck, checkpoint=backbone_checkpoint, **fpn_args)
+    return detector_class(backbone, num_classes=num_classes, **detector_args)
 
 
 def fasterrcnn_rednet50_fpn(*, weights=None, num_classes: int = 91, backbone_checkpoint: Optional[str] = None,
                             trainable_backbone_layers: int = 3, involution_neck: bool = True, **kwargs) -> FasterRCNN:
     """Faster R-CNN with RedNet-50 + FPN (the involution neck by default); ``kwargs`` go to
     torchvision's ``FasterRCNN``."""
-    _no_weights(weights)
-    backbone = rednet_fpn_backbone(50, trainable_backbone_layers, involution_neck, checkpoint=backbone_checkpoint)
-    return FasterRCNN(backbone, num_classes=num_classes, **kwargs)
+    return _detector(FasterRCNN, weights, num_classes, backbone_checkpoint, trainable_backbone_layers,
+                     involution_neck, kwargs)
 
 
 def maskrcnn_rednet50_fpn(*, weights=None, num_classes: int = 91, backbone_checkpoint: Optional[str] = None,
                           trainable_backbone_layers: int = 3, involution_neck: bool = True, **kwargs) -> MaskRCNN:
     """Mask R-CNN with RedNet-50 + FPN (the involution neck by default); ``kwargs`` go to
     torchvision's ``MaskRCNN``."""
-    _no_weights(weights)
-    backbone = rednet_fpn_backbone(50, trainable_backbone_layers, involution_neck, checkpoint=backbone_checkpoint)
-    return MaskRCNN(backbone, num_classes=num_classes, **kwargs)
+    return _detector(MaskRCNN, weights, num_classes, backbone_checkpoint, trainable_backbone_layers,
+                     involution_neck, kwargs)
 
 
 def retinanet_rednet50_fpn(*, weights=None, num_classes: int = 91, backbone_checkpoint: Optional[str] = None,
                            trainable_backbone_layers: int = 3, involution_neck: bool = True, **kwargs) -> RetinaNet:
-    """RetinaNet with RedNet-50 + FPN on stages 2–4 and P6/P7 from C5 (as mmdet's and
-    torchvision's RetinaNet); ``kwargs`` go to torchvision's ``RetinaNet``."""
-    _no_weights(weights)
-    backbone = rednet_fpn_backbone(50, trainable_backbone_layers, involution_neck, returned_layers=[2, 3, 4],
-                                   extra_blocks=LastLevelP6P7(2048, 256), checkpoint=backbone_checkpoint)
-    return RetinaNet(backbone, num_classes=num_classes, **kwargs)
+    """RetinaNet with RedNet-50 + FPN on stages 2–4 and P6/P7 computed from C5, as in mmdet's
+    RetinaNet (the paper's; torchvision's own builder takes them from P5); ``kwargs`` go to
+    torchvision's ``RetinaNet``."""
+    return _detector(RetinaNet, weights, num_classes, backbone_checkpoint, trainable_backbone_layers,
+                     involution_neck, kwargs, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(2048, 256))
