@@ -95,13 +95,19 @@ inline ColumnRange valid_columns(int64_t width, int64_t col0, int64_t step, int6
   return {std::min(lo, hi), hi};
 }
 
+// halo_zeroed: dst already holds zeros outside the valid columns (a buffer whose lines keep
+// their place from task to task, see StagedInput): only the valid columns are written.
 template <typename T, typename A>
 void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64_t col0,
-                int64_t step, int64_t col_stride, int64_t ncols) {
-  const auto [lo, hi] =
-      src != nullptr ? valid_columns(width, col0, step, ncols) : ColumnRange{0, 0};
-  for (int64_t k = 0; k < lo; ++k) dst[k] = A(0);
-  if (hi > lo) {  // s: the first valid source element (never a pointer outside the row)
+                int64_t step, int64_t col_stride, int64_t ncols, bool halo_zeroed = false) {
+  const auto [lo, hi] = valid_columns(width, col0, step, ncols);
+  if (!halo_zeroed) {
+    for (int64_t k = 0; k < lo; ++k) dst[k] = A(0);
+    for (int64_t k = hi; k < width; ++k) dst[k] = A(0);
+  }
+  if (src == nullptr) {
+    for (int64_t k = lo; k < hi; ++k) dst[k] = A(0);
+  } else if (hi > lo) {  // s: the first valid source element (never a pointer outside the row)
     const T* __restrict s = src + (col0 + lo * step) * col_stride;
     if (step == 1 && col_stride == 1) {
       for (int64_t k = 0; k < hi - lo; ++k) dst[lo + k] = static_cast<A>(s[k]);
@@ -110,7 +116,6 @@ void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64
       for (int64_t k = 0; k < hi - lo; ++k) dst[lo + k] = static_cast<A>(s[k * jump]);
     }
   }
-  for (int64_t k = hi; k < width; ++k) dst[k] = A(0);
 }
 
 // A block of lines: line (c, r) lands at dst + c*dst_c + r*dst_r and holds
@@ -123,6 +128,7 @@ struct LineBlock {
   int64_t dst_c, dst_r;           // destination strides of a plane and a row
   int64_t s_c, s_h, s_w;          // source strides of a plane, a row and a column
   int64_t row0, nrows, col0, step, ncols;
+  bool halo_zeroed = false;       // see stage_line
 };
 
 template <typename T, typename A>
@@ -134,14 +140,16 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
     if (!plane_inner || row == nullptr) {
       for (int64_t c = 0; c < L.planes; ++c)
         stage_line(dst + c * L.dst_c + r * L.dst_r, L.width, row ? row + c * L.s_c : nullptr,
-                   L.col0, L.step, L.s_w, L.ncols);
+                   L.col0, L.step, L.s_w, L.ncols, L.halo_zeroed);
       continue;
     }
     const auto [lo, hi] = valid_columns(L.width, L.col0, L.step, L.ncols);
-    for (int64_t c = 0; c < L.planes; ++c) {
-      A* d = dst + c * L.dst_c + r * L.dst_r;
-      std::fill(d, d + lo, A(0));
-      std::fill(d + hi, d + L.width, A(0));
+    if (!L.halo_zeroed) {
+      for (int64_t c = 0; c < L.planes; ++c) {
+        A* d = dst + c * L.dst_c + r * L.dst_r;
+        std::fill(d, d + lo, A(0));
+        std::fill(d + hi, d + L.width, A(0));
+      }
     }
     A* d = dst + r * L.dst_r;
     int64_t k = lo, c0 = 0;
@@ -260,11 +268,15 @@ struct StagedInput {
   std::vector<A> buf;
   std::vector<int64_t> tap_offset;  // per (u, v): offset of the tap's first column
 
+  // Every line keeps its place from task to task (channel_stride is set by the largest
+  // block), so the halo columns, zeroed once here, stay zero: a task writes only the columns
+  // that hold input (and zero rows in the padding).
   StagedInput(const Geometry& geom, int64_t padded_wo, int64_t max_rows_per_task)
       : g(geom), tap_offset(geom.taps()) {
     row_width = padded_wo + ((g.Kw - 1) * g.dil_w) / g.stride_w;
     const int64_t max_rows = (max_rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
-    buf.resize(g.channels_per_group() * max_rows * g.stride_w * row_width);
+    channel_stride = max_rows * g.stride_w * row_width;
+    buf.assign(g.channels_per_group() * channel_stride, A(0));
     for (int64_t u = 0; u < g.Kh; ++u)
       for (int64_t v = 0; v < g.Kw; ++v) {
         const int64_t t = v * g.dil_w;
@@ -276,14 +288,13 @@ struct StagedInput {
   // Stages rows for output rows [i0, i1) of group `grp` in batch b.
   void stage(View4<const T> x, int64_t b, int64_t grp, int64_t i0, int64_t i1) {
     rows = (i1 - 1 - i0) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
-    channel_stride = rows * g.stride_w * row_width;
     const int64_t cg = g.channels_per_group();
     const T* plane0 = x.data + b * x.s.b + grp * cg * x.s.c;
     for (int64_t q = 0; q < g.stride_w; ++q)
       stage_lines(buf.data() + q * row_width, plane0,
                   LineBlock{cg, rows, row_width, channel_stride, g.stride_w * row_width, x.s.c,
                             x.s.h, x.s.w, i0 * g.stride_h - g.pad_h, g.H, q - g.pad_w,
-                            g.stride_w, g.W});
+                            g.stride_w, g.W, /*halo_zeroed=*/true});
   }
   // Offset of channel 0's input for output row i0 + local_row and tap (u, v), column 0:
   // row_offset(local_row) + tap_offset[tap].
