@@ -15,10 +15,9 @@ Writes <out>.json and .png under build/benchmarks/ (or --results-dir).
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from common import machine, results_dir  # the script's folder
+from common import machine, write_results  # the script's folder
 from torch.utils.flop_counter import FlopCounterMode
 
 from involution_ext.detection import fasterrcnn_rednet50_fpn, maskrcnn_rednet50_fpn, retinanet_rednet50_fpn
@@ -115,12 +114,8 @@ def main(argv=None):
             rows.append(row)
             macs = f"{row['gmacs']:8.1f}" if "gmacs" in row else f"{'-':>8}"
             print(f"{detector:<13} {variant:<27} {row['params_m']:9.2f} {paper_params:6.1f} {macs} {paper_gflops:6.1f}")
-    out = results_dir(args.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    info = machine(torch.device("cpu"))
-    (out / f"{args.out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
-    plot(rows, out / f"{args.out}.png")
-    print(f"wrote {out / args.out}.json and .png")
+    write_results(args.results_dir, args.out, {"machine": machine(torch.device("cpu")), "rows": rows},
+                  lambda path: plot(rows, path))
 
 
 if __name__ == "__main__":

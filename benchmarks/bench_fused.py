@@ -14,11 +14,10 @@ parameters not counted) with the ratio; writes JSON and a PNG plot under build/b
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from common import (copy_bandwidth_gbps, machine, noisy, report_disturbance, results_dir,  # the script's folder
-                    saved_activation_bytes, timeit, until_stopped, versus)
+from common import (copy_bandwidth_gbps, machine, noisy, report_disturbance,  # the script's folder
+                    saved_activation_bytes, timeit, until_stopped, versus, write_results)
 
 import involution_ext
 from involution_ext import Involution2d
@@ -105,11 +104,8 @@ def main(argv=None):
               f"{versus(r['unfused_ms'], r['fused_ms'])} than unfused (target >= {target}x faster: {verdict}); "
               f"saves {r['saved_mib_unfused'] / r['saved_mib_fused']:.2f}x less for backward (target >= "
               f"{TARGET_MEMORY}x: {'meets' if r['saved_mib_unfused'] >= TARGET_MEMORY * r['saved_mib_fused'] else 'MISSES'})")
-    results = results_dir(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    plot(rows, results / f"{out}.png", f"{info['device']} | {info['threads']} threads")
-    print(f"wrote {results / (out + '.json')} and .png")
+    write_results(args.results_dir, out, {"machine": info, "rows": rows},
+                  lambda path: plot(rows, path, f"{info['device']} | {info['threads']} threads"))
 
 
 def plot(rows, path, title):

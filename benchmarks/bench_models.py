@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import types
 
 import torch
 import torch.nn.functional as F
-from common import (copy_bandwidth_gbps, machine, noisy, rate, report_disturbance, results_dir,  # the script's folder
-                    saved_activation_bytes, timeit, until_stopped, versus)
+from common import (copy_bandwidth_gbps, machine, noisy, rate, report_disturbance,  # the script's folder
+                    saved_activation_bytes, timeit, until_stopped, versus, write_results)
 from torch import nn
 
 import involution_ext
@@ -237,11 +236,8 @@ def main(argv=None):
     print()
     disturbed = report_disturbance(info, bandwidth_before, copy_bandwidth_gbps(device))
     print("\n".join(verdicts(rows, disturbed)))
-    results = results_dir(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{out}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    plot(rows, results / f"{out}.png", f"{info['device']} | {info['threads']} threads | amp {args.amp}")
-    print(f"wrote {results / (out + '.json')} and .png")
+    write_results(args.results_dir, out, {"machine": info, "rows": rows},
+                  lambda path: plot(rows, path, f"{info['device']} | {info['threads']} threads | amp {args.amp}"))
 
 
 def plot(rows, path, title):

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from common import (copy_bandwidth_gbps, machine, noisy, peak_extra_mb, report_disturbance,  # the script's folder
-                    results_dir, timeit, until_stopped, versus)
+                    timeit, until_stopped, versus, write_results)
 
 import involution_ext
 from involution_ext.reference import involution2d_unfold
@@ -267,14 +266,11 @@ def main(argv=None):
     print(f"\ncopy bandwidth measured in this run: {bandwidth:.1f} GB/s (read + write)")
     report_disturbance(info, bandwidth, result.get("bandwidth_after", bandwidth))
     print("\n".join(summarize(rows, bandwidth, device.type)))
-    results = results_dir(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    stem = args.out or f"bench_ops_{device.type}"
     payload = {"machine": info, "batch": batch, "kernel": K, "group_channels": GROUP_CHANNELS,
                "copy_bandwidth_gbps": bandwidth, "rows": [asdict(r) for r in rows]}
-    (results / f"{stem}.json").write_text(json.dumps(payload, indent=1))
-    plot(rows, results / f"{stem}.png", f"{info['device']} | B={','.join(map(str, batch))}, K={K}, {GROUP_CHANNELS} ch/group")
-    print(f"wrote {results / (stem + '.json')} and .png")
+    title = f"{info['device']} | B={','.join(map(str, batch))}, K={K}, {GROUP_CHANNELS} ch/group"
+    write_results(args.results_dir, args.out or f"bench_ops_{device.type}", payload,
+                  lambda path: plot(rows, path, title))
 
 
 if __name__ == "__main__":

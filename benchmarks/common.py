@@ -6,6 +6,7 @@ on sys.path when they run) and by tests/test_benchmarks.py."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -25,6 +26,16 @@ DEFAULT_RESULTS = ROOT / "build" / "benchmarks"
 
 def results_dir(parser_value: str) -> Path:
     return Path(parser_value) if parser_value else DEFAULT_RESULTS
+
+
+def write_results(parser_value: str, stem: str, payload: dict, draw) -> None:
+    """Writes <stem>.json (the payload) and <stem>.png (``draw(path)``) into the results
+    folder (``results_dir(parser_value)``) and says where."""
+    folder = results_dir(parser_value)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    draw(folder / f"{stem}.png")
+    print(f"wrote {folder / stem}.json and .png")
 
 
 def sync(device):
