@@ -46,6 +46,8 @@ def test_forward_head_classifier_and_in_chans():
     model.reset_classifier(0)
     with torch.no_grad():
         torch.testing.assert_close(model(x), pooled)
+    model.reset_classifier(3)  # back from no classifier to a new one
+    assert model(x).shape == (2, 3) and model.num_classes == 3
     assert timm.create_model("rednet26", num_classes=0)(torch.randn(1, 3, SMALL, SMALL)).shape == (1, 2048)
 
 

@@ -59,7 +59,8 @@ class TimmRedNet(RedNet):
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = global_pool
-        if num_classes != self.head.fc.out_features or num_classes == 0:
+        fc = self.head.fc
+        if not (isinstance(fc, nn.Linear) and fc.out_features == num_classes and fc.in_features == self.num_features):
             self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _stages(self, max_index: int = 4) -> List[nn.Module]:
