@@ -126,10 +126,20 @@ def test_wheel_installs_into_fresh_venv_and_works(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "INVOLUTION_EXT_LIBRARY")}
+    if torch.version.cuda:
+        # PyPI's CUDA torch takes 5.5 GB: a second copy is more than a CI disk may hold. The
+        # fresh venv sees this environment's packages through a .pth line, which site appends
+        # after the venv's own site-packages (so the wheel's copy of involution_ext is the one
+        # imported, as SMOKE checks), and pip resolves the wheel's torch pin against it.
+        site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        Path(site, "shared_torch.pth").write_text(str(Path(torch.__file__).parent.parent) + "\n")
     install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                               f"torch=={torch.__version__.split('+')[0]}", "numpy", str(wheel)],
                              capture_output=True, text=True, env=env)
     assert install.returncode == 0, install.stderr[-3000:]
+    if torch.version.cuda:
+        assert not Path(site, "torch").exists(), "pip installed a second torch instead of using the shared one"
     work = tmp_path / "elsewhere"
     work.mkdir()
     smoke = subprocess.run([str(py), "-c", SMOKE], capture_output=True, text=True, env=env, cwd=work)
