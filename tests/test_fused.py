@@ -43,6 +43,15 @@ def test_fused_rednet_shapes(kernel_device):
         check_fused(case, torch.float32, C + 1, kernel_device)
 
 
+def test_fused_large_map_splits_into_row_blocks(kernel_device):
+    """A map too large for one block of kernel rows: the CPU grad_input splits it into blocks
+    that each generate their halo rows again (and a stride-2 map likewise)."""
+    for stride in (1, 2):
+        case = FusedCase(B=2, C=16, G=1, R=4, H=72, W=73, K=(7, 7), stride=(stride, stride),
+                         padding=(3, 3), dilation=(1, 1))
+        check_fused(case, torch.float32, stride, kernel_device)
+
+
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_fused_equals_unfused_composition(device):
     """fused_forward(x, h, S, b) == forward(x, (S h + b).view(...)) to fp32 rounding."""

@@ -83,8 +83,10 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
 //              int64_t col0);
 // writes tap t's weights of output rows ilo .. ilo+ni-1, columns col0 .. col0+width-1 (zero
 // outside the output), at dst + (t * ni + row) * width + column.
+// A task takes up to max_rows input rows (fewer when needed to occupy every thread).
 template <typename T, int VB, typename MakeStager>
-void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeStager&& make_stager) {
+void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeStager&& make_stager,
+                       int64_t max_rows = 8) {
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
@@ -94,7 +96,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
   const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
   const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
-  const RowTasks tasks(g, g.H);
+  const RowTasks tasks(g, g.H, max_rows);
   const int64_t max_out_rows = (tasks.per - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {

@@ -229,11 +229,11 @@ inline void for_each_channel_block(int64_t channels, Body&& body) {
   run(std::integral_constant<int, 1>{});
 }
 
-// Rows per task: as many as 8 (less re-staging of the K-1 halo rows), but keep enough
-// tasks to occupy every thread.
-inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows) {
+// Rows per task: as many as max_rows (8 by default: less re-staging of the K-1 halo rows),
+// but keep enough tasks to occupy every thread.
+inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows, int64_t max_rows = 8) {
   const int64_t want_tasks = 4 * static_cast<int64_t>(at::get_num_threads());
-  int64_t r = 8;
+  int64_t r = max_rows;
   while (r > 1 && outer_tasks * ceil_div(rows, r) < want_tasks) r /= 2;
   return std::max<int64_t>(1, std::min(r, rows));
 }
@@ -245,8 +245,8 @@ struct RowTask {
 };
 struct RowTasks {
   int64_t B, G, rows, per, blocks;
-  RowTasks(const Geometry& g, int64_t extent)
-      : B(g.B), G(g.G), rows(extent), per(rows_per_task(g.B * g.G, extent)),
+  RowTasks(const Geometry& g, int64_t extent, int64_t max_rows = 8)
+      : B(g.B), G(g.G), rows(extent), per(rows_per_task(g.B * g.G, extent, max_rows)),
         blocks(ceil_div(extent, per)) {}
   int64_t size() const { return B * G * blocks; }
   RowTask operator[](int64_t t) const {
