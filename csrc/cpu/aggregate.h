@@ -45,13 +45,14 @@ __attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y
 // Lanes j >= Wo of a weight row may hold anything finite: they feed only output lanes
 // that are never stored.
 template <typename T, int VB, typename MakeWeightRows>
-void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightRows&& make_rows) {
+void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightRows&& make_rows,
+                    TaskOrder order = TaskOrder::kBlocksInner) {
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const RowTasks tasks(g, g.Ho);
+  const RowTasks tasks(g, g.Ho, 8, order);
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, tasks.per);
     auto rows = make_rows(wo_padded, tasks.per);
@@ -86,7 +87,7 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
 // A task takes up to max_rows input rows (fewer when needed to occupy every thread).
 template <typename T, int VB, typename MakeStager>
 void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeStager&& make_stager,
-                       int64_t max_rows = 8) {
+                       int64_t max_rows = 8, TaskOrder order = TaskOrder::kBlocksInner) {
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
@@ -96,7 +97,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
   const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
   const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
-  const RowTasks tasks(g, g.H, max_rows);
+  const RowTasks tasks(g, g.H, max_rows, order);
   const int64_t max_out_rows = (tasks.per - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {

@@ -104,7 +104,8 @@ void stage_hidden(std::vector<acc_t<T>>& buf, const Geometry& g, const SpanArgs<
 // The kernel values of a block of output rows of one (batch, group), generated from the
 // hidden features over the map's columns: [tap][row][j], j < wo_padded, with
 // kernel = bias[tap] + sum_r span[tap, r] * hidden[r][row][j]. The staged hidden rows are
-// reused while (batch, rows) stay the same, as they do across the groups of a block.
+// reused while (batch, rows) stay the same, as they do from group to group of a block
+// (TaskOrder::kGroupsInner).
 template <typename T, int VB>
 class KernelRows {
   using A = acc_t<T>;
@@ -211,7 +212,7 @@ template <typename T, int VB>
 void fused_forward_impl(const Geometry& g, View4<const T> x, const SpanArgs<T>& span, View4<T> y) {
   forward_gather<T, VB>(g, x, y, [&](int64_t wo_padded, int64_t max_rows) {
     return SpanWeightRows<T, VB>(g, span, wo_padded, max_rows);
-  });
+  }, TaskOrder::kGroupsInner);
 }
 
 // The reduction of grad_hidden, grad_span_weight and grad_span_bias. Tasks are (batch, block
@@ -332,7 +333,8 @@ void fused_backward(const Geometry& g, View4<const T> grad_out, View4<const T> i
       grad_input_gather<T, vb()>(
           g, grad_out, grad_in,
           [&](int64_t max_rows, int64_t) { return SpanStager<T, vb()>(g, span, max_rows, round_up(g.Wo, VL)); },
-          grad_input_rows_per_task<acc_t<T>>(g, round_up(g.Wo, VL) + g.Kw * g.dil_w));
+          grad_input_rows_per_task<acc_t<T>>(g, round_up(g.Wo, VL) + g.Kw * g.dil_w),
+          TaskOrder::kGroupsInner);
     });
 }
 

@@ -239,19 +239,27 @@ inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows, int64_t max_rows
 }
 
 // The work split of every kernel: tasks are (batch, group, block of rows of an extent
-// of `rows` rows), numbered so that neighbouring tasks share a group's weights.
+// of `rows` rows). Neighbouring tasks (those one thread runs in turn) share a group's weights
+// (kBlocksInner: the unfused ops, whose weights are per group), or a block of rows
+// (kGroupsInner: the fused ops, whose hidden features are the same for every group).
+enum class TaskOrder { kBlocksInner, kGroupsInner };
 struct RowTask {
   int64_t b, grp, r0, r1;
 };
 struct RowTasks {
   int64_t B, G, rows, per, blocks;
-  RowTasks(const Geometry& g, int64_t extent, int64_t max_rows = 8)
+  TaskOrder order;
+  RowTasks(const Geometry& g, int64_t extent, int64_t max_rows = 8,
+           TaskOrder task_order = TaskOrder::kBlocksInner)
       : B(g.B), G(g.G), rows(extent), per(rows_per_task(g.B * g.G, extent, max_rows)),
-        blocks(ceil_div(extent, per)) {}
+        blocks(ceil_div(extent, per)), order(task_order) {}
   int64_t size() const { return B * G * blocks; }
   RowTask operator[](int64_t t) const {
-    const int64_t r0 = (t % blocks) * per;
-    return {t / (G * blocks), (t / blocks) % G, r0, std::min(rows, r0 + per)};
+    const bool blocks_inner = order == TaskOrder::kBlocksInner;
+    const int64_t block = blocks_inner ? t % blocks : (t / G) % blocks;
+    const int64_t grp = blocks_inner ? (t / blocks) % G : t % G;
+    const int64_t r0 = block * per;
+    return {t / (G * blocks), grp, r0, std::min(rows, r0 + per)};
   }
 };
 
