@@ -6,9 +6,9 @@
 // instruction set (cmake/CpuIsa.cmake).
 //
 // Backward: the kernel's gradient dk is formed per (task, group) as grad_weight forms it,
-// then reduced on the spot into grad_hidden (sum over groups and taps of span_weight^T dk,
-// inside the task: each element has one owner), grad_span_weight (dk . hidden^T) and
-// grad_span_bias (sum of dk). The last two sum over B*Ho*Wo: each task adds into the
+// then reduced on the spot into grad_hidden (sum over groups and taps of span_weight^T dk:
+// over the task's chunk of groups, the chunks' sums added in order), grad_span_weight
+// (dk . hidden^T) and grad_span_bias (sum of dk). The last two sum over B*Ho*Wo: each task adds into the
 // partial of its slot (a fixed range of tasks, processed in order), and the partials are
 // summed in slot order, so the result is bitwise the same for any thread count. grad_input
 // is the grad_input gather with the kernel rows it needs generated again (halo included).
@@ -215,46 +215,72 @@ void fused_forward_impl(const Geometry& g, View4<const T> x, const SpanArgs<T>& 
   }, TaskOrder::kGroupsInner);
 }
 
-// The reduction of grad_hidden, grad_span_weight and grad_span_bias. Tasks are (batch, block
-// of kRows output rows) — a split that depends on the shape only, never on the thread count.
+// The reduction of grad_hidden, grad_span_weight and grad_span_bias. Blocks are (batch, kRows
+// output rows); work items are (slot: a fixed range of blocks, chunk of groups), run block
+// after block. The split depends on the shape only, never on the thread count: groups are
+// split into chunks only as far as needed for kTargetTasks items (a small batch or map has
+// few blocks). Items write disjoint groups of their slot's partials. A block's grad_hidden
+// sums the chunk's groups; with several chunks, each (block, chunk) keeps its sum and the
+// chunks are added in order.
 template <typename T, int VB>
 void fused_span_grads(const Geometry& g, View4<const T> gy, View4<const T> x,
                       const SpanArgs<T>& span, const SpanGrads<T>& out) {
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
-  constexpr int64_t kRows = 8;
+  constexpr int64_t kRows = 8, kTargetTasks = 32;
   const int64_t cg = g.channels_per_group(), taps = g.taps(), R = span.R;
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const int64_t row_blocks = ceil_div(g.Ho, kRows);
-  const int64_t tasks = g.B * row_blocks;
+  const int64_t tile = R * kRows * wo_padded;  // grad_hidden of one task
+  const int64_t row_blocks = ceil_div(g.Ho, kRows), blocks = g.B * row_blocks;
+  const int64_t chunks = std::clamp<int64_t>(ceil_div(kTargetTasks, blocks), 1, g.G);
+  const bool want_hidden = out.hidden.data != nullptr;
   const bool want_span = out.weight != nullptr || out.bias != nullptr;
-  // Partials of grad_span_weight and grad_span_bias per slot: as many slots as tasks, up to
+  // Partials of grad_span_weight and grad_span_bias per slot: as many slots as blocks, up to
   // 64 and a 64 MiB budget.
   const int64_t partial = g.G * taps * (R + 1);
-  const int64_t slots = want_span ? std::max<int64_t>(1, std::min<int64_t>({tasks, 64,
+  const int64_t slots = want_span ? std::max<int64_t>(1, std::min<int64_t>({blocks, 64,
                                         (int64_t(64) << 20) / int64_t(sizeof(A) * partial)}))
-                                  : tasks;
+                                  : blocks;
   std::vector<A> partials(want_span ? slots * partial : 0, A(0));
+  std::vector<A> hidden_partials(want_hidden && chunks > 1 ? blocks * chunks * tile : 0);
 
-  at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
+  // Writes rows [i0, i1) of grad_hidden for batch b from sum (one tile, [r][row][j]).
+  auto write_hidden = [&](const A* sum, int64_t b, int64_t i0, int64_t i1) {
+    const View4<T>& gh = out.hidden;
+    const int64_t n = (i1 - i0) * wo_padded;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t i = i0; i < i1; ++i) {
+        T* dst = gh.data + b * gh.s.b + r * gh.s.c + i * gh.s.h;
+        const A* src = sum + r * n + (i - i0) * wo_padded;
+        for (int64_t j = 0; j < g.Wo; ++j) dst[j * gh.s.w] = static_cast<T>(src[j]);
+      }
+  };
+
+  at::parallel_for(0, slots * chunks, 1, [&](int64_t item_begin, int64_t item_end) {
     StagedInput<T, A> xs(g, wo_padded, kRows);
     GroupSpan<T> group(taps, R);
     // hidden_t: the task's hidden features transposed, [row * wo_padded + j][r], so that
-    // grad_span_weight is a product vectorized over r.
+    // grad_span_weight is a product vectorized over r. Kept while the block stays the same.
     std::vector<A> hidden(R * kRows * wo_padded), hidden_t(kRows * wo_padded * R),
-        grad_hidden(R * kRows * wo_padded);
+        grad_hidden(want_hidden && chunks == 1 ? tile : 0);
     std::vector<A> gyrow(cg * wo_padded), dk(taps * kRows * wo_padded);
-    for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
+    int64_t staged_block = -1;
+    for (int64_t item = item_begin; item < item_end; ++item) {
+      const int64_t slot = item / chunks, chunk = item % chunks;
       A* part = want_span ? partials.data() + slot * partial : nullptr;
-      for (int64_t task = slot * tasks / slots; task < (slot + 1) * tasks / slots; ++task) {
-        const int64_t b = task / row_blocks, i0 = (task % row_blocks) * kRows;
+      for (int64_t block = slot * blocks / slots; block < (slot + 1) * blocks / slots; ++block) {
+        const int64_t b = block / row_blocks, i0 = (block % row_blocks) * kRows;
         const int64_t i1 = std::min(g.Ho, i0 + kRows), n = (i1 - i0) * wo_padded;
-        if (out.weight != nullptr) {
+        if (out.weight != nullptr && block != staged_block) {
           stage_hidden(hidden, g, span, b, i0, i1 - i0, wo_padded, 0);
           for (int64_t r = 0; r < R; ++r)
             for (int64_t l = 0; l < n; ++l) hidden_t[l * R + r] = hidden[r * n + l];
+          staged_block = block;
         }
-        for (int64_t grp = 0; grp < g.G; ++grp) {
+        A* gh_sum = chunks == 1 ? grad_hidden.data()
+                                : hidden_partials.data() + (block * chunks + chunk) * tile;
+        const int64_t g0 = chunk * g.G / chunks, g1 = (chunk + 1) * g.G / chunks;
+        for (int64_t grp = g0; grp < g1; ++grp) {
           xs.stage(x, b, grp, i0, i1);
           for (int64_t i = i0; i < i1; ++i) {
             stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
@@ -263,11 +289,11 @@ void fused_span_grads(const Geometry& g, View4<const T> gy, View4<const T> x,
             kernel_grad_row<T, VB>(g, xs, i - i0, gyrow.data(), wo_padded,
                                    dk.data() + (i - i0) * wo_padded, n);
           }
-          if (out.hidden.data != nullptr) {
+          if (want_hidden) {
             group.load(span, grp, taps);
             // grad_hidden[r] (+)= sum_tap span[tap, r] * dk[tap]: the span rows read transposed.
-            small_gemm<VB>(grad_hidden.data(), n, group.weight.data(), 1, R, R, taps, dk.data(), n, n,
-                           static_cast<const A*>(nullptr), grp > 0);
+            small_gemm<VB>(gh_sum, n, group.weight.data(), 1, R, R, taps, dk.data(), n, n,
+                           static_cast<const A*>(nullptr), grp > g0);
           }
           if (out.weight != nullptr)  // partial[tap][r] += sum_l dk[tap][l] * hidden[r][l]
             small_gemm<VB>(part + grp * taps * R, R, dk.data(), n, 1, taps, n, hidden_t.data(), R, R,
@@ -281,18 +307,24 @@ void fused_span_grads(const Geometry& g, View4<const T> gy, View4<const T> x,
             }
           }
         }
-        if (out.hidden.data != nullptr) {
-          const View4<T>& gh = out.hidden;
-          for (int64_t r = 0; r < R; ++r)
-            for (int64_t i = i0; i < i1; ++i) {
-              T* dst = gh.data + b * gh.s.b + r * gh.s.c + i * gh.s.h;
-              const A* src = grad_hidden.data() + r * n + (i - i0) * wo_padded;
-              for (int64_t j = 0; j < g.Wo; ++j) dst[j * gh.s.w] = static_cast<T>(src[j]);
-            }
-        }
+        if (want_hidden && chunks == 1) write_hidden(gh_sum, b, i0, i1);
       }
     }
   });
+
+  if (want_hidden && chunks > 1)  // the chunks' sums, added in chunk order
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> sum(tile);
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t b = block / row_blocks, i0 = (block % row_blocks) * kRows;
+        const int64_t i1 = std::min(g.Ho, i0 + kRows), n = R * (i1 - i0) * wo_padded;
+        const A* first = hidden_partials.data() + block * chunks * tile;
+        std::copy(first, first + n, sum.begin());
+        for (int64_t chunk = 1; chunk < chunks; ++chunk)
+          for (int64_t l = 0; l < n; ++l) sum[l] += first[chunk * tile + l];
+        write_hidden(sum.data(), b, i0, i1);
+      }
+    });
 
   if (!want_span) return;
   const int64_t rows = g.G * taps;
