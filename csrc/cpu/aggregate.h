@@ -44,15 +44,18 @@ __attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y
 //   const A* const* row(int64_t i);  // per tap: wo_padded weights of output row i
 // Lanes j >= Wo of a weight row may hold anything finite: they feed only output lanes
 // that are never stored.
+// weight_row_bytes: what WeightRows buffers per output row (0 when it reads the weights in place).
 template <typename T, int VB, typename MakeWeightRows>
 void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightRows&& make_rows,
-                    TaskOrder order = TaskOrder::kBlocksInner) {
+                    int64_t weight_row_bytes = 0, TaskOrder order = TaskOrder::kBlocksInner) {
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const RowTasks tasks(g, g.Ho, 8, order);
+  const RowTasks tasks(g, g.Ho, rows_within_budget(g.Ho, kStagingBudget, [&](int64_t rows) {
+                         return StagedInput<T, A>::bytes(g, wo_padded, rows) + rows * weight_row_bytes;
+                       }), order);
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, tasks.per);
     auto rows = make_rows(wo_padded, tasks.per);
@@ -84,10 +87,11 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
 //              int64_t col0);
 // writes tap t's weights of output rows ilo .. ilo+ni-1, columns col0 .. col0+width-1 (zero
 // outside the output), at dst + (t * ni + row) * width + column.
-// A task takes up to max_rows input rows (fewer when needed to occupy every thread).
+// A task takes up to max_rows input rows (fewer when needed to occupy every thread); by
+// default as many as keep its staged grad_output and weights within kStagingBudget.
 template <typename T, int VB, typename MakeStager>
 void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeStager&& make_stager,
-                       int64_t max_rows = 8, TaskOrder order = TaskOrder::kBlocksInner) {
+                       int64_t max_rows = 0, TaskOrder order = TaskOrder::kBlocksInner) {
   using A = acc_t<T>;
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
@@ -97,8 +101,13 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
   const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
   const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
+  auto out_rows = [&](int64_t rows) { return (rows - 1 + (g.Kh - 1) * g.dil_h) / sh + 2; };
+  if (max_rows == 0)
+    max_rows = rows_within_budget(g.H, kStagingBudget, [&](int64_t rows) {
+      return (cg + taps) * out_rows(rows) * staged_width * int64_t(sizeof(A));
+    });
   const RowTasks tasks(g, g.H, max_rows, order);
-  const int64_t max_out_rows = (tasks.per - 1 + (g.Kh - 1) * g.dil_h) / sh + 2;
+  const int64_t max_out_rows = out_rows(tasks.per);
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     std::vector<A> gybuf(cg * max_out_rows * staged_width);

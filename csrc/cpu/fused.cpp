@@ -198,21 +198,18 @@ class SpanStager {
 // as the task's kernel rows (taps x rows x width) stay within 320 KiB.
 template <typename A>
 int64_t grad_input_rows_per_task(const Geometry& g, int64_t width) {
-  constexpr int64_t kBudgetBytes = 320 << 10;
-  auto bytes = [&](int64_t rows) {
+  return rows_within_budget(g.H, 320 << 10, [&](int64_t rows) {
     const int64_t out_rows = (rows - 1 + (g.Kh - 1) * g.dil_h) / g.stride_h + 2;
     return g.taps() * out_rows * width * int64_t(sizeof(A));
-  };
-  int64_t rows = g.H;
-  while (rows > 8 && bytes(rows) > kBudgetBytes) rows = ceil_div(rows, 2);
-  return std::max<int64_t>(rows, 8);
+  });
 }
 
 template <typename T, int VB>
 void fused_forward_impl(const Geometry& g, View4<const T> x, const SpanArgs<T>& span, View4<T> y) {
   forward_gather<T, VB>(g, x, y, [&](int64_t wo_padded, int64_t max_rows) {
     return SpanWeightRows<T, VB>(g, span, wo_padded, max_rows);
-  }, TaskOrder::kGroupsInner);
+  }, (g.taps() + span.R) * round_up(g.Wo, kLanes<acc_t<T>, VB>) * int64_t(sizeof(acc_t<T>)),
+     TaskOrder::kGroupsInner);
 }
 
 // The reduction of grad_hidden, grad_span_weight and grad_span_bias. Blocks are (batch, kRows

@@ -238,6 +238,17 @@ inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows, int64_t max_rows
   return std::max<int64_t>(1, std::min(r, rows));
 }
 
+// Rows per task before rows_per_task's split for occupancy. A task stages its block's K-1
+// halo rows again (14 rows for a block of 8 at K=7), so blocks are as tall as the task's
+// buffers allow, bytes(rows) <= budget (the whole extent when it fits), and 8 rows at least.
+template <typename Bytes>
+int64_t rows_within_budget(int64_t extent, int64_t budget, Bytes&& bytes) {
+  int64_t rows = extent;
+  while (rows > 8 && bytes(rows) > budget) rows = ceil_div(rows, 2);
+  return std::max<int64_t>(rows, 8);
+}
+constexpr int64_t kStagingBudget = 256 << 10;  // half of the smallest L2 of current x86 cores
+
 // The work split of every kernel: tasks are (batch, group, block of rows of an extent
 // of `rows` rows). Neighbouring tasks (those one thread runs in turn) share a group's weights
 // (kBlocksInner: the unfused ops, whose weights are per group), or a block of rows
@@ -280,8 +291,7 @@ struct StagedInput {
   // block), so the halo columns, zeroed once here, stay zero: a task writes only the columns
   // that hold input (and zero rows in the padding).
   StagedInput(const Geometry& geom, int64_t padded_wo, int64_t max_rows_per_task)
-      : g(geom), tap_offset(geom.taps()) {
-    row_width = padded_wo + ((g.Kw - 1) * g.dil_w) / g.stride_w;
+      : g(geom), row_width(row_width_for(geom, padded_wo)), tap_offset(geom.taps()) {
     const int64_t max_rows = (max_rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
     channel_stride = max_rows * g.stride_w * row_width;
     buf.assign(g.channels_per_group() * channel_stride, A(0));
@@ -291,6 +301,16 @@ struct StagedInput {
         tap_offset[u * g.Kw + v] = (u * g.dil_h * g.stride_w + t % g.stride_w) * row_width +
                                    t / g.stride_w;
       }
+  }
+
+  static int64_t row_width_for(const Geometry& g, int64_t padded_wo) {
+    return padded_wo + ((g.Kw - 1) * g.dil_w) / g.stride_w;
+  }
+  // The buffer's size for blocks of up to `rows_per_task` output rows.
+  static int64_t bytes(const Geometry& g, int64_t padded_wo, int64_t rows_per_task) {
+    const int64_t rows = (rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
+    return g.channels_per_group() * rows * g.stride_w * row_width_for(g, padded_wo) *
+           int64_t(sizeof(A));
   }
 
   // Stages rows for output rows [i0, i1) of group `grp` in batch b.
