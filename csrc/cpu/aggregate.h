@@ -83,10 +83,11 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
 // j = t + offset(v) is contiguous in t = w / stride_w — so the loop vectorizes over t.
 
 // WeightStager (one per thread, from make_stager(max_out_rows, staged_width)):
-//   void stage(A* dst, int64_t b, int64_t grp, int64_t ilo, int64_t ni, int64_t width,
-//              int64_t col0);
-// writes tap t's weights of output rows ilo .. ilo+ni-1, columns col0 .. col0+width-1 (zero
-// outside the output), at dst + (t * ni + row) * width + column.
+//   void stage(A* dst, int64_t tap_stride, int64_t b, int64_t grp, int64_t ilo, int64_t ni,
+//              int64_t width, int64_t col0);
+// writes tap t's weights of output rows ilo .. ilo+ni-1, columns col0 .. col0+width-1, at
+// dst + t * tap_stride + row * width + column — only the columns inside the output: every
+// line keeps its place from task to task, so the columns outside, zeroed once, stay zero.
 // A task takes up to max_rows input rows (fewer when needed to occupy every thread); by
 // default as many as keep its staged grad_output and weights within kStagingBudget.
 template <typename T, int VB, typename MakeStager>
@@ -109,9 +110,12 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   const RowTasks tasks(g, g.H, max_rows, order);
   const int64_t max_out_rows = out_rows(tasks.per);
 
+  // Staged lines (of grad_output channels and of weight taps) at fixed places: halos stay zero.
+  const int64_t plane_stride = max_out_rows * staged_width;
+
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> gybuf(cg * max_out_rows * staged_width);
-    std::vector<A> wbuf(taps * max_out_rows * staged_width);
+    std::vector<A> gybuf(cg * plane_stride);
+    std::vector<A> wbuf(taps * plane_stride);
     std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
     auto stager = make_stager(max_out_rows, staged_width);
     for (int64_t task = begin; task < end; ++task) {
@@ -120,11 +124,10 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
       const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
       const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
       const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
-      const int64_t gy_cstride = ni * staged_width;
       stage_lines(gybuf.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
-                  LineBlock{cg, ni, staged_width, gy_cstride, staged_width, gy.s.c, gy.s.h,
-                            gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo});
-      stager.stage(wbuf.data(), b, grp, ilo, ni, staged_width, col_lo);
+                  LineBlock{cg, ni, staged_width, plane_stride, staged_width, gy.s.c, gy.s.h,
+                            gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo, /*halo_zeroed=*/true});
+      stager.stage(wbuf.data(), plane_stride, b, grp, ilo, ni, staged_width, col_lo);
 
       for (int64_t h = h0; h < h1; ++h) {
         for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
@@ -138,7 +141,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
               const int64_t num_w = rw + g.pad_w - v * g.dil_w;
               if (floor_div(num_w, sw) * sw != num_w) continue;
               const int64_t k = floor_div(num_w, sw) - col_lo;
-              w_off[ntaps] = ((u * g.Kw + v) * ni + (i - ilo)) * staged_width + k;
+              w_off[ntaps] = (u * g.Kw + v) * plane_stride + (i - ilo) * staged_width + k;
               gy_off[ntaps] = (i - ilo) * staged_width + k;
               ++ntaps;
             }
@@ -146,7 +149,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
           const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
           for_each_channel_block(cg, [&](auto cb, int64_t c0) {
             constexpr int CB = decltype(cb)::value;
-            const A* gyc = gybuf.data() + c0 * gy_cstride;
+            const A* gyc = gybuf.data() + c0 * plane_stride;
             T* dst = gx.data + b * gx.s.b + (grp * cg + c0) * gx.s.c + h * gx.s.h + rw * gx.s.w;
             for (int64_t t = 0; t < count; t += VL) {
               Vec<A, VB> acc[CB] = {};
@@ -154,7 +157,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
                 const Vec<A, VB> wv = load<VB>(&wbuf[w_off[n] + t]);
                 const A* gp = gyc + gy_off[n] + t;
 #pragma GCC unroll 16
-                for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * gy_cstride);
+                for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
               }
               const int64_t m = std::min(VL, count - t);
 #pragma GCC unroll 16

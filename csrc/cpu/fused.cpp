@@ -162,7 +162,7 @@ class SpanWeightRows {
 };
 
 // The weights of grad_input_gather, generated for the output rows a block of input rows
-// touches, then placed at their staged columns with zeros around.
+// touches, then placed at their staged columns (the zeros around them stay, see WeightStager).
 template <typename T, int VB>
 class SpanStager {
   using A = acc_t<T>;
@@ -171,19 +171,19 @@ class SpanStager {
   SpanStager(const Geometry& g, const SpanArgs<T>& span, int64_t max_rows, int64_t wo_padded)
       : g_(g), wo_padded_(wo_padded), rows_(g, span, wo_padded, max_rows) {}
 
-  void stage(A* dst, int64_t b, int64_t grp, int64_t ilo, int64_t ni, int64_t width, int64_t col0) {
+  void stage(A* dst, int64_t tap_stride, int64_t b, int64_t grp, int64_t ilo, int64_t ni,
+             int64_t width, int64_t col0) {
     if (ni == 0) return;
     const A* kernel = rows_.generate(b, grp, ilo, ni);
-    // Staged column k holds output column col0 + k.
+    // Staged column k holds output column col0 + k; the columns outside stay zero.
     const int64_t lo = std::clamp<int64_t>(-col0, 0, width);
     const int64_t hi = std::clamp<int64_t>(g_.Wo - col0, lo, width);
-    for (int64_t line = 0; line < g_.taps() * ni; ++line) {
-      A* d = dst + line * width;
-      const A* src = kernel + line * wo_padded_;
-      std::fill(d, d + lo, A(0));
-      for (int64_t k = lo; k < hi; ++k) d[k] = src[col0 + k];
-      std::fill(d + hi, d + width, A(0));
-    }
+    for (int64_t tap = 0; tap < g_.taps(); ++tap)
+      for (int64_t row = 0; row < ni; ++row) {
+        A* d = dst + tap * tap_stride + row * width;
+        const A* src = kernel + (tap * ni + row) * wo_padded_;
+        for (int64_t k = lo; k < hi; ++k) d[k] = src[col0 + k];
+      }
   }
 
  private:

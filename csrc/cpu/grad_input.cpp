@@ -11,10 +11,10 @@ void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weigh
   struct TensorStager {
     const Geometry& g;
     View6<const T> w;
-    void stage(A* dst, int64_t b, int64_t grp, int64_t ilo, int64_t ni, int64_t width,
-               int64_t col0) {
-      stage_weight_rows(dst, ni * width, width, w.data + b * w.s.b + grp * w.s.g, g, w.s, ilo, ni,
-                        width, col0);
+    void stage(A* dst, int64_t tap_stride, int64_t b, int64_t grp, int64_t ilo, int64_t ni,
+               int64_t width, int64_t col0) {
+      stage_weight_rows(dst, tap_stride, width, w.data + b * w.s.b + grp * w.s.g, g, w.s, ilo,
+                        ni, width, col0, /*halo_zeroed=*/true);
     }
   };
   with_vector_width<T>(ceil_div(g.W, g.stride_w), [&](auto vb) {

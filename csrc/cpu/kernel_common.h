@@ -181,19 +181,20 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
 
 // Stages rows [row0, row0 + rows) of every tap's weight plane (columns col0 + k): tap t
 // lands at dst + t*dst_tap. Taps one stride apart (contiguous or pixel-major weights)
-// are staged as one block of planes.
+// are staged as one block of planes. halo_zeroed: see stage_line.
 template <typename T, typename A>
 void stage_weight_rows(A* dst, int64_t dst_tap, int64_t dst_r, const T* plane,
                        const Geometry& g, const Strides6& s, int64_t row0, int64_t rows,
-                       int64_t width, int64_t col0) {
+                       int64_t width, int64_t col0, bool halo_zeroed = false) {
   if (s.u == g.Kw * s.v) {
     stage_lines(dst, plane, LineBlock{g.taps(), rows, width, dst_tap, dst_r, s.v, s.i, s.j,
-                                      row0, g.Ho, col0, 1, g.Wo});
+                                      row0, g.Ho, col0, 1, g.Wo, halo_zeroed});
     return;
   }
   for (int64_t tap = 0; tap < g.taps(); ++tap)
     stage_lines(dst + tap * dst_tap, plane + (tap / g.Kw) * s.u + (tap % g.Kw) * s.v,
-                LineBlock{1, rows, width, 0, dst_r, 0, s.i, s.j, row0, g.Ho, col0, 1, g.Wo});
+                LineBlock{1, rows, width, 0, dst_r, 0, s.i, s.j, row0, g.Ho, col0, 1, g.Wo,
+                          halo_zeroed});
 }
 
 // Stores the first n lanes of v (0 < n < lanes) at dst with one masked store, where the
