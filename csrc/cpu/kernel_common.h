@@ -20,7 +20,7 @@
 
 #include <ATen/Parallel.h>
 
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -197,35 +197,36 @@ void stage_weight_rows(A* dst, int64_t dst_tap, int64_t dst_r, const T* plane,
                           halo_zeroed});
 }
 
-// Stores the first n lanes of v (0 < n < lanes) at dst with one masked store, where the
-// build's ISA has one for V (AVX2 for 32-byte vectors, AVX-512 for 64-byte ones): a row's
-// tail then costs one instruction instead of a memcpy call. Returns false where it has none.
+// Stores the first n lanes of v (0 < n < lanes) at dst: a row's tail. With AVX-512, one
+// masked store; else in power-of-two pieces of fixed size, which compile to plain moves (a
+// variable-length memcpy is a call, and AVX2's masked store is microcoded on AMD cores).
 template <typename A, typename V>
-inline bool store_first_lanes(A* dst, const V& v, int64_t n) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) == 64) {
+inline void store_first_lanes(A* dst, const V& v, int64_t n) {
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  if constexpr (sizeof(V) == 64 || sizeof(V) == 32) {
     const auto mask = static_cast<__mmask16>((1u << n) - 1);
-    if constexpr (std::is_same_v<A, float>) _mm512_mask_storeu_ps(dst, mask, (__m512)v);
-    else _mm512_mask_storeu_pd(dst, static_cast<__mmask8>(mask), (__m512d)v);
-    return true;
+    if constexpr (sizeof(V) == 64 && std::is_same_v<A, float>) _mm512_mask_storeu_ps(dst, mask, (__m512)v);
+    else if constexpr (sizeof(V) == 64) _mm512_mask_storeu_pd(dst, static_cast<__mmask8>(mask), (__m512d)v);
+    else if constexpr (std::is_same_v<A, float>) _mm256_mask_storeu_ps(dst, static_cast<__mmask8>(mask), (__m256)v);
+    else _mm256_mask_storeu_pd(dst, static_cast<__mmask8>(mask), (__m256d)v);
+    return;
   }
 #endif
-#if defined(__AVX2__)
-  if constexpr (sizeof(V) == 32) {
-    // Lane l is stored where the mask's lane l has its top bit set: l < n.
-    if constexpr (std::is_same_v<A, float>)
-      _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)),
-                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
-                          (__m256)v);
-    else
-      _mm256_maskstore_pd(dst, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n),
-                                                  _mm256_setr_epi64x(0, 1, 2, 3)),
-                          (__m256d)v);
-    return true;
-  }
-#endif
-  (void)dst, (void)v, (void)n;
-  return false;
+  alignas(sizeof(V)) A tmp[sizeof(V) / sizeof(A)];
+  store(tmp, v);
+  const char* src = reinterpret_cast<const char*>(tmp);
+  char* out = reinterpret_cast<char*>(dst);
+  const int64_t bytes = n * int64_t(sizeof(A));
+  auto piece = [&](auto size) {
+    if (bytes & size) {
+      std::memcpy(out, src, size);
+      out += size, src += size;
+    }
+  };
+  if constexpr (sizeof(V) > 32) piece(std::integral_constant<int64_t, 32>{});
+  if constexpr (sizeof(V) > 16) piece(std::integral_constant<int64_t, 16>{});
+  piece(std::integral_constant<int64_t, 8>{});
+  if constexpr (sizeof(A) <= 4) piece(std::integral_constant<int64_t, 4>{});
 }
 
 // Writes the first n lanes of v (a vector of A) to dst[l * stride], converting to T.
@@ -237,16 +238,10 @@ inline void store_lanes(T* dst, int64_t stride, const V& v, int64_t n) {
       store(dst, v);
       return;
     }
-    if (stride == 1 && store_first_lanes<A>(dst, v, n)) return;
+    if (stride == 1) return store_first_lanes<A>(dst, v, n);
   }
   alignas(sizeof(V)) A tmp[lanes];
   store(tmp, v);
-  if constexpr (std::is_same_v<T, A>) {
-    if (stride == 1) {
-      std::memcpy(dst, tmp, n * sizeof(A));
-      return;
-    }
-  }
   for (int64_t l = 0; l < n; ++l) dst[l * stride] = static_cast<T>(tmp[l]);
 }
 
