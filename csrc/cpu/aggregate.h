@@ -53,9 +53,7 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const RowTasks tasks(g, g.Ho, rows_within_budget(g.Ho, kStagingBudget, [&](int64_t rows) {
-                         return StagedInput<T, A>::bytes(g, wo_padded, rows) + rows * weight_row_bytes;
-                       }), order);
+  const RowTasks tasks = staged_row_tasks<T>(g, wo_padded, weight_row_bytes, order);
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, tasks.per);
     auto rows = make_rows(wo_padded, tasks.per);

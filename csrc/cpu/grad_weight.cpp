@@ -14,9 +14,7 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const RowTasks tasks(g, g.Ho, rows_within_budget(g.Ho, kStagingBudget, [&](int64_t rows) {
-                         return StagedInput<T, A>::bytes(g, wo_padded, rows);
-                       }));
+  const RowTasks tasks = staged_row_tasks<T>(g, wo_padded);
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, tasks.per);

@@ -366,6 +366,18 @@ struct StagedInput {
   }
 };
 
+// The tasks of a kernel over output rows that stages its input with StagedInput (forward,
+// grad_weight): blocks as tall as keep the staged input, plus extra_row_bytes of other
+// buffers per output row, within kStagingBudget.
+template <typename T>
+RowTasks staged_row_tasks(const Geometry& g, int64_t wo_padded, int64_t extra_row_bytes = 0,
+                          TaskOrder order = TaskOrder::kBlocksInner) {
+  const int64_t max_rows = rows_within_budget(g.Ho, kStagingBudget, [&](int64_t rows) {
+    return StagedInput<T, acc_t<T>>::bytes(g, wo_padded, rows) + rows * extra_row_bytes;
+  });
+  return RowTasks(g, g.Ho, max_rows, order);
+}
+
 // Runs impl with 32-byte vectors when `width` fits in them on an AVX-512 build (see Vec),
 // else with the build's full vectors.
 template <typename T, typename Impl>
