@@ -261,8 +261,8 @@ inline void for_each_channel_block(int64_t channels, Body&& body) {
   run(std::integral_constant<int, 1>{});
 }
 
-// Rows per task: as many as max_rows (8 by default: less re-staging of the K-1 halo rows),
-// but keep enough tasks to occupy every thread.
+// Rows per task: as many as max_rows (see rows_within_budget), but keep enough tasks to
+// occupy every thread.
 inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows, int64_t max_rows = 8) {
   const int64_t want_tasks = 4 * static_cast<int64_t>(at::get_num_threads());
   int64_t r = max_rows;
@@ -279,7 +279,7 @@ int64_t rows_within_budget(int64_t extent, int64_t budget, Bytes&& bytes) {
   while (rows > 8 && bytes(rows) > budget) rows = ceil_div(rows, 2);
   return std::max<int64_t>(rows, 8);
 }
-constexpr int64_t kStagingBudget = 256 << 10;  // half of the smallest L2 of current x86 cores
+constexpr int64_t kStagingBudget = 256 << 10;  // half the L2 of AMD Zen 2/3 cores (512 KiB)
 
 // The work split of every kernel: tasks are (batch, group, block of rows of an extent
 // of `rows` rows). Neighbouring tasks (those one thread runs in turn) share a group's weights
