@@ -80,6 +80,11 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
 // rw = w mod stride_w, where the valid taps are the same for every column and
 // j = t + offset(v) is contiguous in t = w / stride_w — so the loop vectorizes over t.
 
+// Output rows (an upper bound) that a block of `rows` input rows touches in grad_input.
+inline int64_t grad_input_out_rows(const Geometry& g, int64_t rows) {
+  return (rows - 1 + (g.Kh - 1) * g.dil_h) / g.stride_h + 2;
+}
+
 // WeightStager (one per thread, from make_stager(max_out_rows, staged_width)):
 //   void stage(A* dst, int64_t tap_stride, int64_t b, int64_t grp, int64_t ilo, int64_t ni,
 //              int64_t width, int64_t col0);
@@ -100,13 +105,12 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
   const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
   const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
-  auto out_rows = [&](int64_t rows) { return (rows - 1 + (g.Kh - 1) * g.dil_h) / sh + 2; };
   if (max_rows == 0)
     max_rows = rows_within_budget(g.H, kStagingBudget, [&](int64_t rows) {
-      return (cg + taps) * out_rows(rows) * staged_width * int64_t(sizeof(A));
+      return (cg + taps) * grad_input_out_rows(g, rows) * staged_width * int64_t(sizeof(A));
     });
   const RowTasks tasks(g, g.H, max_rows, order);
-  const int64_t max_out_rows = out_rows(tasks.per);
+  const int64_t max_out_rows = grad_input_out_rows(g, tasks.per);
 
   // Staged lines (of grad_output channels and of weight taps) at fixed places: halos stay zero.
   const int64_t plane_stride = max_out_rows * staged_width;

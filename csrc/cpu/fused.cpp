@@ -8,9 +8,9 @@
 // Backward: the kernel's gradient dk is formed per (task, group) as grad_weight forms it,
 // then reduced on the spot into grad_hidden (sum over groups and taps of span_weight^T dk:
 // over the task's chunk of groups, the chunks' sums added in order), grad_span_weight
-// (dk . hidden^T) and grad_span_bias (sum of dk). The last two sum over B*Ho*Wo: each task adds into the
-// partial of its slot (a fixed range of tasks, processed in order), and the partials are
-// summed in slot order, so the result is bitwise the same for any thread count. grad_input
+// (dk . hidden^T) and grad_span_bias (sum of dk). The last two sum over B*Ho*Wo: each block
+// of rows adds into the partial of its slot (a fixed range of blocks, processed in order),
+// and the partials are summed in slot order, so the result is bitwise the same for any thread count. grad_input
 // is the grad_input gather with the kernel rows it needs generated again (halo included).
 #include "cpu/aggregate.h"
 
@@ -199,8 +199,7 @@ class SpanStager {
 template <typename A>
 int64_t grad_input_rows_per_task(const Geometry& g, int64_t width) {
   return rows_within_budget(g.H, 320 << 10, [&](int64_t rows) {
-    const int64_t out_rows = (rows - 1 + (g.Kh - 1) * g.dil_h) / g.stride_h + 2;
-    return g.taps() * out_rows * width * int64_t(sizeof(A));
+    return g.taps() * grad_input_out_rows(g, rows) * width * int64_t(sizeof(A));
   });
 }
 
@@ -227,7 +226,7 @@ void fused_span_grads(const Geometry& g, View4<const T> gy, View4<const T> x,
   constexpr int64_t kRows = 8, kTargetTasks = 32;
   const int64_t cg = g.channels_per_group(), taps = g.taps(), R = span.R;
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const int64_t tile = R * kRows * wo_padded;  // grad_hidden of one task
+  const int64_t tile = R * kRows * wo_padded;  // grad_hidden of one block
   const int64_t row_blocks = ceil_div(g.Ho, kRows), blocks = g.B * row_blocks;
   const int64_t chunks = std::clamp<int64_t>(ceil_div(kTargetTasks, blocks), 1, g.G);
   const bool want_hidden = out.hidden.data != nullptr;
