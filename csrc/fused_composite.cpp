@@ -1,17 +1,13 @@
 // involution::fused_forward / fused_backward composed of ATen ops and the unfused
 // involution ops: the kernel tensor is formed with one matmul, used, and dropped at the end
-// of the call. Autograd still saves only (input, hidden, span_weight, span_bias), so
-// training memory drops as with the fused kernels. Registered for CUDA (which has no fused
-// kernel yet), and used by autograd for double backward, where it is differentiable.
+// of the call. Autograd uses it for double backward, where it is differentiable (the fused
+// kernels are not).
 #include "fused_composite.h"
 
 #include <involution_ext/involution.h>
 
 #include <ATen/ops/add.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/matmul.h>
-#include <torch/library.h>
 
 namespace involution {
 
@@ -63,30 +59,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward_compos
     if (output_mask[3] && has_bias) grad_span_bias = gk.sum({0, 2});
   }
   return {grad_input, grad_hidden, grad_span_weight, grad_span_bias};
-}
-
-namespace {
-
-// The backend kernel: the same values laid out as the fake kernel (and the CPU kernel) lay
-// them out, so opcheck finds one contract whichever backend runs.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward_composite_kernel(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& hidden,
-    const at::Tensor& span_weight, const std::optional<at::Tensor>& span_bias,
-    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, std::array<bool, 4> output_mask) {
-  auto [gx, gh, gs, gb] = fused_backward_composite(grad_output, input, hidden, span_weight,
-                                                   span_bias, kernel_size, stride, padding,
-                                                   dilation, output_mask);
-  if (gs.defined()) gs = at::empty_like(span_weight).copy_(gs);
-  if (gb.defined()) gb = at::empty_like(*span_bias).copy_(gb);
-  return {gx, gh, gs, gb};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(involution, CUDA, m) {
-  m.impl("fused_forward", &fused_forward_composite);
-  m.impl("fused_backward", &fused_backward_composite_kernel);
 }
 
 }  // namespace involution

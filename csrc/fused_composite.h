@@ -1,6 +1,5 @@
 // The fused ops composed of ATen ops and the unfused involution ops (fused_composite.cpp):
-// the kernel for backends without a fused kernel, and autograd's differentiable path for
-// double backward.
+// autograd's differentiable path for double backward.
 #pragma once
 
 #include "shape_check.h"

@@ -33,4 +33,32 @@ struct View6 {
   View6<T, J> as() const { return {data, {J(s.b), J(s.g), J(s.u), J(s.v), J(s.i), J(s.j)}}; }
 };
 
+// The generator's side of the fused ops: hidden (B, R, Ho, Wo) and the span rows
+// (G*Kh*Kw, R) with their bias (nullptr without one), read in place through their strides.
+template <typename T, typename I = int64_t>
+struct BasicSpanArgs {
+  View4<const T, I> hidden;
+  const T* weight;
+  I weight_s_row, weight_s_col;
+  const T* bias;
+  I bias_s;
+  I R;
+  template <typename J>
+  BasicSpanArgs<T, J> as() const {
+    return {hidden.template as<J>(), weight, J(weight_s_row), J(weight_s_col), bias, J(bias_s), J(R)};
+  }
+};
+template <typename T>
+using SpanArgs = BasicSpanArgs<T>;
+
+// Where fused_backward writes the generator-side gradients; nullptr (data) = not wanted.
+template <typename T>
+struct SpanGrads {
+  View4<T> hidden;
+  T* weight;
+  int64_t weight_s_row, weight_s_col;
+  T* bias;
+  int64_t bias_s;
+};
+
 }  // namespace involution

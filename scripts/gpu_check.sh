@@ -5,10 +5,11 @@
 #
 #   bash scripts/gpu_check.sh test    # build, CUDA test suite, the op benchmark
 #                                     # (bench_ops --device cuda), compute-sanitizer memcheck
+#                                     # (unfused and fused kernels)
 #   bash scripts/gpu_check.sh more    # racecheck, model benchmark + training throughput
 #                                     # (fp16 autocast), fused vs unfused Involution2d,
 #                                     # the C++ benchmark's CUDA mode,
-#                                     # an Nsight Compute profile of the three kernels
+#                                     # an Nsight Compute profile of the kernels
 #
 # Results go to $OUT (or build/gpu-results when unset), at most 8 files per stage:
 # gpu_<stage>.log plus the benchmarks' JSON/PNG. Every step has its own time limit and the
@@ -90,11 +91,13 @@ test)
   step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_only.py::test_special_paths \
     "tests/test_op_correctness.py::test_forward_random_shapes[0-cuda]" \
-    "tests/test_autograd.py::test_backward_random_shapes[1-cuda]"
+    "tests/test_autograd.py::test_backward_random_shapes[1-cuda]" \
+    "tests/test_fused.py::test_fused_rednet_shapes[cuda]" "tests/test_fused.py::test_fused_random_shapes[1-cuda]"
   ;;
 more)
   step racecheck 70 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 20 \
-    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_only.py::test_special_paths
+    $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda_only.py::test_special_paths \
+    "tests/test_fused.py::test_fused_rednet_shapes[cuda]"
   step bench-models 100 $PY benchmarks/bench_models.py --device cuda --amp fp16 --budget 0.5 \
     --models rednet26,rednet50,rednet50_unfold
   copy_results build/benchmarks/bench_models_cuda.json build/benchmarks/bench_models_cuda.png
@@ -109,7 +112,7 @@ more)
   step cpp-bench-build 120 bash -c "cmake -S benchmarks/cpp -B build/gpu-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH='$prefix' $toolkit >/dev/null && cmake --build build/gpu-cpp"
   step cpp-bench 120 build/gpu-cpp/involution_bench --device cuda --json "$out/cpp_bench_cuda.json"
-  step profile 90 bash -c "ncu --set full -k regex:'gather|grad_weight' -c 3 $PY benchmarks/profile_cuda.py \
+  step profile 90 bash -c "ncu --set full -k regex:'gather|grad_weight|span_grads' -c 6 $PY benchmarks/profile_cuda.py \
     >'$out/ncu_cuda_fwd_bwd.txt' 2>&1"
   ;;
 *)

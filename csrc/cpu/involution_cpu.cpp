@@ -7,7 +7,6 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/zeros_like.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -161,19 +160,6 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_output,
   return {grad_input, grad_weight};
 }
 
-template <typename T>
-SpanArgs<T> span_args(const FusedGeometry& f, const at::Tensor& hidden,
-                      const at::Tensor& span_weight, const std::optional<at::Tensor>& span_bias) {
-  const bool has_bias = span_bias.has_value() && span_bias->defined();
-  return {view4<const T>(hidden),
-          span_weight.const_data_ptr<T>(),
-          span_weight.stride(0),
-          span_weight.stride(1),
-          has_bias ? span_bias->const_data_ptr<T>() : nullptr,
-          has_bias ? span_bias->stride(0) : 0,
-          f.R};
-}
-
 at::Tensor fused_forward_cpu(const at::Tensor& input, const at::Tensor& hidden,
                              const at::Tensor& span_weight,
                              const std::optional<at::Tensor>& span_bias,
@@ -205,17 +191,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward_cpu(
                                                     dilation);
   TORCH_CHECK(input.is_cpu(), "involution::fused_backward: CPU kernel got a ", input.device(),
               " tensor");
-  const bool has_bias = span_bias.has_value() && span_bias->defined();
   at::Tensor grad_input, grad_hidden, grad_span_weight, grad_span_bias;
-  if (output_mask[0])
-    grad_input = at::empty(input.sizes(),
-                           input.options().memory_format(input.suggest_memory_format()));
-  if (output_mask[1])
-    grad_hidden = at::empty(hidden.sizes(),
-                            hidden.options().memory_format(hidden.suggest_memory_format()));
-  // Sums over an empty batch are zero.
-  if (output_mask[2]) grad_span_weight = at::zeros_like(span_weight);
-  if (output_mask[3] && has_bias) grad_span_bias = at::zeros_like(*span_bias);
+  std::tie(grad_input, grad_hidden, grad_span_weight, grad_span_bias) =
+      empty_fused_grads(input, hidden, span_weight, span_bias, output_mask);
   if (f.g.B == 0) return {grad_input, grad_hidden, grad_span_weight, grad_span_bias};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "involution_fused_backward_cpu", [&] {

@@ -20,28 +20,6 @@ using involution::Strides6;
 using involution::View4;
 using involution::View6;
 
-// The generator's side of the fused ops: hidden (B, R, Ho, Wo) and the span rows
-// (G*Kh*Kw, R) with their bias (nullptr without one), read in place through their strides.
-template <typename T>
-struct SpanArgs {
-  View4<const T> hidden;
-  const T* weight;
-  int64_t weight_s_row, weight_s_col;
-  const T* bias;
-  int64_t bias_s;
-  int64_t R;
-};
-
-// Where fused_backward writes the generator-side gradients; nullptr (data) = not wanted.
-template <typename T>
-struct SpanGrads {
-  View4<T> hidden;
-  T* weight;
-  int64_t weight_s_row, weight_s_col;
-  T* bias;
-  int64_t bias_s;
-};
-
 #define INVOLUTION_DECLARE_CPU_KERNELS(ns)                                                    \
   namespace ns {                                                                              \
   template <typename T>                                                                       \

@@ -144,13 +144,75 @@ __device__ __forceinline__ A tap_value(const T* smem, I plane, const T* src, I s
   else return at.inside ? static_cast<A>(src[c * s_c + at.offset]) : A(0);
 }
 
+// Where the gathers take the kernel value of (group, tap (u, v), output pixel (i, j)) from:
+// block(b, g) once per block, then value(block, u, v, i, j) per pixel and tap.
+//
+// KernelTensor: the (B, G, Kh, Kw, Ho, Wo) tensor of the unfused ops.
+template <typename T, typename I = int64_t>
+struct KernelTensor {
+  View6<const T, I> w;
+  struct Block {
+    const T* plane;
+  };
+  __device__ Block block(I b, I g, I /*taps*/, I /*Kw*/) const {
+    return {w.data + b * w.s.b + g * w.s.g};
+  }
+  __device__ __forceinline__ acc_t<T> value(const Block& k, I u, I v, I i, I j) const {
+    return static_cast<acc_t<T>>(k.plane[u * w.s.u + v * w.s.v + i * w.s.i + j * w.s.j]);
+  }
+  template <typename J>
+  KernelTensor<T, J> as() const { return {w.template as<J>()}; }
+  int64_t view_span(const Geometry& s) const { return cuda::view_span(w.s, s); }
+};
+
+// SpanKernel: generated on chip by the fused ops, bias[row] + sum_r weight[row, r] *
+// hidden[b, r, i, j] for span row (g, u, v), in the accumulator type. The threads of a warp
+// handle the same tap at the same time, so each span-row read is one address for the whole
+// warp (a broadcast), and the hidden reads of adjacent pixels are adjacent (NCHW).
+template <typename T, typename I = int64_t>
+struct SpanKernel {
+  BasicSpanArgs<T, I> span;
+  struct Block {
+    const T* hidden;  // batch b
+    const T* rows;    // group g's first span row
+    const T* bias;    // group g's first bias, or nullptr
+    I Kw;
+  };
+  __device__ Block block(I b, I g, I taps, I Kw) const {
+    return {span.hidden.data + b * span.hidden.s.b, span.weight + g * taps * span.weight_s_row,
+            span.bias != nullptr ? span.bias + g * taps * span.bias_s : nullptr, Kw};
+  }
+  __device__ __forceinline__ acc_t<T> value(const Block& k, I u, I v, I i, I j) const {
+    using A = acc_t<T>;
+    const I row = u * k.Kw + v;
+    A sum = k.bias != nullptr ? static_cast<A>(k.bias[row * span.bias_s]) : A(0);
+    const T* weight = k.rows + row * span.weight_s_row;
+    const T* hidden = k.hidden + i * span.hidden.s.h + j * span.hidden.s.w;
+    for (I r = 0; r < span.R; ++r)
+      sum += static_cast<A>(weight[r * span.weight_s_col]) *
+             static_cast<A>(hidden[r * span.hidden.s.c]);
+    return sum;
+  }
+  template <typename J>
+  SpanKernel<T, J> as() const { return {span.template as<J>()}; }
+  // The largest offset into hidden or the span rows.
+  int64_t view_span(const Geometry& s) const {
+    const int64_t rows = s.G * s.taps();
+    const int64_t h = cuda::view_span(span.hidden.s, s.B, span.R, s.Ho, s.Wo);
+    const int64_t w = span_term(span.weight_s_row, rows) + span_term(span.weight_s_col, span.R);
+    const int64_t b = span_term(span.bias_s, rows);
+    return h > w ? (h > b ? h : b) : (w > b ? w : b);
+  }
+};
+
 // forward (Map = ForwardMap: src = input, out = output) and grad_input (GradInputMap:
 // src = grad_output, out = grad_input, a gather over the taps that reach each pixel).
-// I: the index type (int32 when the call's offsets fit, see int32_indexing_fits).
-template <typename T, typename Map, bool kStaged, typename I>
+// I: the index type (int32 when the call's offsets fit, see int32_indexing_fits); Kernel:
+// KernelTensor or SpanKernel.
+template <typename T, typename Map, bool kStaged, typename I, typename Kernel>
 __global__ void __launch_bounds__(kThreads)
     gather_kernel(BasicGeometry<I> s, BasicPlan<I> p, View4<const T, I> src, I src_rows,
-                  I src_cols, View6<const T, I> w, View4<T, I> out, I out_rows, I out_cols,
+                  I src_cols, Kernel kernel, View4<T, I> out, I out_rows, I out_cols,
                   bool channel_fastest) {
   using A = acc_t<T>;
   T* smem = shared_scratch<T>();
@@ -161,7 +223,7 @@ __global__ void __launch_bounds__(kThreads)
   const I plane = win.rows * p.pitch;
   const I cg = s.channels_per_group();
   const I chunk = kStaged ? p.chunk : I(kMaxChunk);
-  const T* wplane = w.data + bc.b * w.s.b + bc.g * w.s.g;
+  const typename Kernel::Block kb = kernel.block(bc.b, bc.g, s.taps(), s.Kw);
   for (I c0 = 0; c0 < cg; c0 += chunk) {
     const I cc = cg - c0 < chunk ? cg - c0 : chunk;
     const T* srcc = src.data + bc.b * src.s.b + (bc.g * cg + c0) * src.s.c;
@@ -179,7 +241,7 @@ __global__ void __launch_bounds__(kThreads)
       for (I v = 0; v < s.Kw; ++v) {
         TapRead<I> t;
         if (!Map::tap(s, win, ty, tx, ph, pw, u, v, t)) continue;
-        const A wv = static_cast<A>(wplane[u * w.s.u + v * w.s.v + t.wi * w.s.i + t.wj * w.s.j]);
+        const A wv = kernel.value(kb, u, v, t.wi, t.wj);
         const TapSource<I> at =
             tap_source<kStaged>(win, p.pitch, src.s.h, src.s.w, t.r, t.col, src_rows, src_cols);
 #pragma unroll
@@ -193,22 +255,22 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// O is the type grad_weight is accumulated in across channel chunks: T when the group
-// fits one chunk, fp32 (a temporary) for half types with several chunks.
-template <typename T, typename O, bool kStaged, typename I>
-__global__ void __launch_bounds__(kThreads)
-    grad_weight_kernel(BasicGeometry<I> s, BasicPlan<I> p, View4<const T, I> gy,
-                       View4<const T, I> x, View6<O, I> gw, bool channel_fastest) {
+// The kernel gradient of block bc's group at the thread's output pixel (i, j): for every
+// channel chunk and tap (u, v), sink(u, v, sum over the chunk's channels of gy * x, first
+// chunk?). Every thread of the block calls it (it stages with barriers); inactive ones (pixel
+// outside the map) get no sink calls.
+template <bool kStaged, typename T, typename I, typename Sink>
+__device__ __forceinline__ void kernel_grad_chunks(const BasicGeometry<I>& s,
+                                                   const BasicPlan<I>& p, const BlockCoord<I>& bc,
+                                                   I ty, I tx, I i, I j, bool active,
+                                                   const View4<const T, I>& gy,
+                                                   const View4<const T, I>& x, T* smem,
+                                                   bool channel_fastest, Sink&& sink) {
   using A = acc_t<T>;
-  T* smem = shared_scratch<T>();
-  const BlockCoord<I> bc = block_coord(s, p, I(blockIdx.x));
-  const auto [ty, tx, i, j] = thread_pixel(p, bc, I(threadIdx.x));
-  const bool active = i < s.Ho && j < s.Wo;
   const Window<I> win = input_window(s, p.tile, bc.h0, bc.w0);
   const I plane = win.rows * p.pitch;
   const I cg = s.channels_per_group();
   const I chunk = kStaged ? p.chunk : I(kMaxChunk);
-  O* gwpix = gw.data + bc.b * gw.s.b + bc.g * gw.s.g + i * gw.s.i + j * gw.s.j;
   for (I c0 = 0; c0 < cg; c0 += chunk) {
     const I cc = cg - c0 < chunk ? cg - c0 : chunk;
     const T* xs = x.data + bc.b * x.s.b + (bc.g * cg + c0) * x.s.c;
@@ -231,11 +293,116 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int c = 0; c < kMaxChunk; ++c)
           if (c < cc) sum += gyv[c] * tap_value<kStaged>(smem, plane, xs, x.s.c, at, c);
-        O* dst = gwpix + u * gw.s.u + v * gw.s.v;
-        *dst = c0 == 0 ? static_cast<O>(sum) : static_cast<O>(static_cast<A>(*dst) + sum);
+        sink(u, v, sum, c0 == 0);
       }
     }
   }
+}
+
+// O is the type grad_weight is accumulated in across channel chunks: T when the group
+// fits one chunk, fp32 (a temporary) for half types with several chunks.
+template <typename T, typename O, bool kStaged, typename I>
+__global__ void __launch_bounds__(kThreads)
+    grad_weight_kernel(BasicGeometry<I> s, BasicPlan<I> p, View4<const T, I> gy,
+                       View4<const T, I> x, View6<O, I> gw, bool channel_fastest) {
+  using A = acc_t<T>;
+  const BlockCoord<I> bc = block_coord(s, p, I(blockIdx.x));
+  const auto [ty, tx, i, j] = thread_pixel(p, bc, I(threadIdx.x));
+  O* gwpix = gw.data + bc.b * gw.s.b + bc.g * gw.s.g + i * gw.s.i + j * gw.s.j;
+  kernel_grad_chunks<kStaged>(s, p, bc, ty, tx, i, j, i < s.Ho && j < s.Wo, gy, x,
+                              shared_scratch<T>(), channel_fastest,
+                              [&](I u, I v, A sum, bool first) {
+                                O* dst = gwpix + u * gw.s.u + v * gw.s.v;
+                                *dst = first ? static_cast<O>(sum)
+                                             : static_cast<O>(static_cast<A>(*dst) + sum);
+                              });
+}
+
+// The generator-side gradients of the fused backward, from the kernel gradient dk that a
+// block forms per group in shared memory (kernel_grad_chunks) and never writes out:
+//   grad_hidden[b, r, i, j] = sum over groups and taps of span_weight[row, r] * dk[row, i, j],
+//     summed by the pixel's thread over the groups in order, in H (T, or an fp32 scratch for
+//     half types);
+//   the block's partials[row][r] = sum over its pixels of dk[row] * hidden[r] and
+//     partials[row][R] = sum of dk[row], later summed over blocks in order (reduce_partials),
+//     for grad_span_weight and grad_span_bias.
+// grad_hidden.data or partials may be null (not wanted). Blocks are (b, tile); each walks
+// every group, so grad_hidden needs no cross-block sum.
+template <typename T, typename H, bool kStaged, typename I>
+__global__ void __launch_bounds__(kThreads)
+    span_grads_kernel(BasicGeometry<I> s, BasicPlan<I> p, I gk_pitch, View4<const T, I> gy,
+                      View4<const T, I> x, BasicSpanArgs<T, I> span, View4<H, I> grad_hidden,
+                      acc_t<T>* partials, bool channel_fastest) {
+  using A = acc_t<T>;
+  const I taps = s.taps(), R = span.R, nthreads = p.threads();
+  A* dk = shared_scratch<A>();  // [tap][thread], gk_pitch per tap
+  T* staged = reinterpret_cast<T*>(dk + taps * gk_pitch);
+  BlockCoord<I> bc = batch_block_coord(p, I(blockIdx.x));
+  const I t = I(threadIdx.x);
+  const auto [ty, tx, i, j] = thread_pixel(p, bc, t);
+  const bool active = i < s.Ho && j < s.Wo;
+  const View4<const T, I>& hs = span.hidden;
+  const T* hidden = hs.data + bc.b * hs.s.b;
+  A* block_partials = partials != nullptr ? partials + I(blockIdx.x) * s.G * taps * (R + 1)
+                                          : nullptr;
+  for (I g = 0; g < s.G; ++g) {
+    bc.g = g;
+    __syncthreads();  // the previous group's dk is read
+    kernel_grad_chunks<kStaged>(s, p, bc, ty, tx, i, j, active, gy, x, staged, channel_fastest,
+                                [&](I u, I v, A sum, bool first) {
+                                  A& d = dk[(u * s.Kw + v) * gk_pitch + t];
+                                  d = first ? sum : d + sum;
+                                });
+    __syncthreads();  // dk complete
+    const T* rows = span.weight + g * taps * span.weight_s_row;
+    if (active && grad_hidden.data != nullptr) {
+      H* gh = grad_hidden.data + bc.b * grad_hidden.s.b + i * grad_hidden.s.h +
+              j * grad_hidden.s.w;
+      for (I r = 0; r < R; ++r) {
+        A sum = A(0);
+        for (I k = 0; k < taps; ++k)
+          sum += static_cast<A>(rows[k * span.weight_s_row + r * span.weight_s_col]) *
+                 dk[k * gk_pitch + t];
+        H& dst = gh[r * grad_hidden.s.c];
+        dst = g == 0 ? static_cast<H>(sum) : static_cast<H>(static_cast<A>(dst) + sum);
+      }
+    }
+    if (block_partials == nullptr) continue;
+    // One (tap, r) pair per thread at a time, tap fastest: the lanes of a warp mostly share
+    // r, so their hidden reads are one address. (No divisions in these loops: with int64
+    // indices each is a subroutine call.)
+    const I rows_h = s.Ho - bc.h0 < p.tile.h ? s.Ho - bc.h0 : p.tile.h;
+    const I cols_w = s.Wo - bc.w0 < p.tile.w ? s.Wo - bc.w0 : p.tile.w;
+    for (I e = t; e < taps * (R + 1); e += nthreads) {
+      const I k = e % taps, r = e / taps;
+      const T* hr = hidden + r * hs.s.c + bc.h0 * hs.s.h + bc.w0 * hs.s.w;
+      const A* dkk = dk + k * gk_pitch;
+      A sum = A(0);
+      for (I qy = 0; qy < rows_h; ++qy)
+        for (I qx = 0; qx < cols_w; ++qx) {
+          const A h = r < R ? static_cast<A>(hr[qy * hs.s.h + qx * hs.s.w]) : A(1);
+          sum += dkk[qy * p.tile.w + qx] * h;
+        }
+      block_partials[(g * taps + k) * (R + 1) + r] = sum;
+    }
+  }
+}
+
+// out_w[row, r] = sum over blocks (in order) of partials[block][row][r], out_b[row] likewise
+// from column R; either output may be null. One thread per (row, r).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    reduce_partials_kernel(const acc_t<T>* partials, int64_t blocks, int64_t rows, int64_t R,
+                           T* out_w, int64_t w_s_row, int64_t w_s_col, T* out_b, int64_t b_s) {
+  using A = acc_t<T>;
+  const int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  const int64_t len = rows * (R + 1);
+  if (e >= len) return;
+  A sum = A(0);
+  for (int64_t blk = 0; blk < blocks; ++blk) sum += partials[blk * len + e];
+  const int64_t row = e / (R + 1), r = e % (R + 1);
+  if (r < R && out_w != nullptr) out_w[row * w_s_row + r * w_s_col] = static_cast<T>(sum);
+  if (r == R && out_b != nullptr) out_b[row * b_s] = static_cast<T>(sum);
 }
 
 // ---- host-side launch recipes. `launch(kernel, blocks, threads, smem_bytes, args...)`
@@ -257,21 +424,24 @@ void with_index_type(bool int32_fits, Indexing indexing, Fn&& fn) {
 
 // forward (Map = ForwardMap: threads own output pixels) or grad_input (Map = GradInputMap:
 // threads own input pixels); out_rows/out_cols: that map's extent.
-template <typename T, typename Map, typename Launch>
+// Kernel: KernelTensor<T> (the unfused ops) or SpanKernel<T> (the fused ones).
+template <typename T, typename Map, typename Kernel, typename Launch>
 void run_gather(Launch&& launch, const Geometry& s, View4<const T> src, int64_t src_rows,
-                int64_t src_cols, View6<const T> w, View4<T> out, int64_t out_rows,
+                int64_t src_cols, const Kernel& kernel, View4<T> out, int64_t out_rows,
                 int64_t out_cols, bool channel_fastest, Indexing indexing = Indexing::Auto) {
   const Plan p = plan_for<Map>(s, out_rows, out_cols, sizeof(T));
   const bool fits = int32_indexing_fits(s, p, {view_span(src.s, s.B, s.C, src_rows, src_cols),
-                                               view_span(w.s, s),
+                                               kernel.view_span(s),
                                                view_span(out.s, s.B, s.C, out_rows, out_cols)});
   with_index_type(fits, indexing, [&](auto index) {
     using I = decltype(index);
+    using KernelI = decltype(kernel.template as<I>());
     const bool staged = p.chunk > 0;
-    launch(staged ? gather_kernel<T, Map, true, I> : gather_kernel<T, Map, false, I>, p.blocks,
-           p.threads(), staged ? p.smem_elems() * int64_t(sizeof(T)) : 0, s.template as<I>(),
-           p.template as<I>(), src.template as<I>(), I(src_rows), I(src_cols), w.template as<I>(),
-           out.template as<I>(), I(out_rows), I(out_cols), channel_fastest);
+    launch(staged ? gather_kernel<T, Map, true, I, KernelI> : gather_kernel<T, Map, false, I, KernelI>,
+           p.blocks, p.threads(), staged ? p.smem_elems() * int64_t(sizeof(T)) : 0,
+           s.template as<I>(), p.template as<I>(), src.template as<I>(), I(src_rows),
+           I(src_cols), kernel.template as<I>(), out.template as<I>(), I(out_rows), I(out_cols),
+           channel_fastest);
   });
 }
 
@@ -307,6 +477,40 @@ void run_grad_weight(Launch&& launch, const Geometry& s, const Plan& p, View4<co
            s.template as<I>(), p.template as<I>(), gy.template as<I>(), x.template as<I>(),
            gw.template as<I>(), channel_fastest);
   });
+}
+
+// The fused backward's generator side, by plan `sp` (span_grads_plan): grad_hidden into
+// `grad_hidden` (H = T, or float for a scratch copy of a half-type grad_hidden; data null
+// when not wanted), and when `partials` is given (sp.p.blocks x G*taps x (R + 1) accumulators,
+// span_partials_elems) the span gradients into grad_w / grad_b (null when not wanted).
+inline int64_t span_partials_elems(const Geometry& s, const SpanGradsPlan& sp, int64_t R) {
+  return sp.p.blocks * s.G * s.taps() * (R + 1);
+}
+
+template <typename T, typename H, typename Launch>
+void run_span_grads(Launch&& launch, const Geometry& s, const SpanGradsPlan& sp,
+                    View4<const T> gy, View4<const T> x, const SpanArgs<T>& span,
+                    View4<H> grad_hidden, acc_t<T>* partials, T* grad_w, int64_t w_s_row,
+                    int64_t w_s_col, T* grad_b, int64_t b_s, bool channel_fastest,
+                    Indexing indexing = Indexing::Auto) {
+  const Plan& p = sp.p;
+  const bool fits = int32_indexing_fits(
+      s, p, {view_span(gy.s, s.B, s.C, s.Ho, s.Wo), view_span(x.s, s.B, s.C, s.H, s.W),
+             SpanKernel<T>{span}.view_span(s), view_span(grad_hidden.s, s.B, span.R, s.Ho, s.Wo),
+             span_partials_elems(s, sp, span.R)});
+  with_index_type(fits, indexing, [&](auto index) {
+    using I = decltype(index);
+    const bool staged = p.chunk > 0;
+    launch(staged ? span_grads_kernel<T, H, true, I> : span_grads_kernel<T, H, false, I>,
+           p.blocks, p.threads(), sp.smem_bytes, s.template as<I>(), p.template as<I>(),
+           I(sp.gk_pitch), gy.template as<I>(), x.template as<I>(), span.template as<I>(),
+           grad_hidden.template as<I>(), partials, channel_fastest);
+  });
+  if (partials == nullptr) return;
+  const int64_t rows = s.G * s.taps(), len = rows * (span.R + 1);
+  launch(reduce_partials_kernel<T>, ceil_div(len, int64_t(kThreads)), int64_t(kThreads), 0,
+         static_cast<const acc_t<T>*>(partials), p.blocks, rows, span.R, grad_w, w_s_row, w_s_col,
+         grad_b, b_s);
 }
 
 }  // namespace involution::cuda

@@ -100,12 +100,18 @@ template <typename I>
 struct BlockCoord {
   I b, g, h0, w0;  // batch, group, first pixel row/column of the tile
 };
+// Blocks linear over (b, tile row, tile column), group 0: the fused span-gradient kernel,
+// whose blocks walk all groups of their tile.
 template <typename I>
-INVOLUTION_HD BlockCoord<I> block_coord(const BasicGeometry<I>& s, const BasicPlan<I>& p, I block) {
+INVOLUTION_HD BlockCoord<I> batch_block_coord(const BasicPlan<I>& p, I block) {
   const I tw = block % p.tiles_w;
   const I th = (block / p.tiles_w) % p.tiles_h;
-  const I bg = block / (p.tiles_w * p.tiles_h);
-  return {bg / s.G, bg % s.G, th * p.tile.h, tw * p.tile.w};
+  return {block / (p.tiles_w * p.tiles_h), I(0), th * p.tile.h, tw * p.tile.w};
+}
+template <typename I>
+INVOLUTION_HD BlockCoord<I> block_coord(const BasicGeometry<I>& s, const BasicPlan<I>& p, I block) {
+  const BlockCoord<I> c = batch_block_coord(p, block);  // c.b: the (batch, group) pair
+  return {c.b / s.G, c.b % s.G, c.h0, c.w0};
 }
 
 // Thread t of a block owns pixel (h0 + ty, w0 + tx) of its tile.
@@ -257,21 +263,51 @@ struct GradInputMap {  // pixels: input (h, w); source: grad_output
 // The plan of a launch whose threads own a rows x cols map of pixels (Map: ForwardMap for
 // forward and grad_weight, GradInputMap for grad_input; their tiles stage at most
 // Map::max_window); elem: bytes per staged value.
+// `tile` may be given (else choose_tile), and `reserved_bytes` of shared memory kept for other
+// use (the staged window gets the rest).
 template <typename Map>
-INVOLUTION_HD Plan plan_for(const Geometry& s, int64_t rows, int64_t cols, int64_t elem) {
+INVOLUTION_HD Plan plan_for(const Geometry& s, int64_t rows, int64_t cols, int64_t elem,
+                            Tile<int64_t> tile = {0, 0}, int64_t reserved_bytes = 0) {
   Plan p{};
-  p.tile = choose_tile(rows, cols);
+  p.tile = tile.h > 0 ? tile : choose_tile(rows, cols);
   p.tiles_h = ceil_div(rows, p.tile.h);
   p.tiles_w = ceil_div(cols, p.tile.w);
   p.blocks = s.B * s.G * p.tiles_h * p.tiles_w;
   const Window<int64_t> window = Map::max_window(s, p.tile);
   p.pitch = smem_pitch(window.cols, p.tile, Map::row_step(s), Map::col_step(s), elem);
   p.window_cells = window.rows * p.pitch;
-  const int64_t fit = kSmemBytes / (elem * (p.window_cells > 0 ? p.window_cells : 1));
+  const int64_t fit =
+      (kSmemBytes - reserved_bytes) / (elem * (p.window_cells > 0 ? p.window_cells : 1));
   int64_t chunk = s.channels_per_group() < fit ? s.channels_per_group() : fit;
   if (chunk > kMaxChunk) chunk = kMaxChunk;
   p.chunk = chunk;  // 0: even one channel's window does not fit; read global memory
   return p;
+}
+
+// The fused span-gradient kernel (span_grads_kernel in kernels.cuh): blocks over (b, tile),
+// each walking every group. Per group, its threads form their pixels' kernel gradient for
+// every tap in shared memory (taps x gk_pitch accumulators), then reduce it into grad_hidden
+// and the block's partial span gradients. The tile shrinks (its longer side first) until the
+// accumulators take at most 5/8 of the shared memory; the staged input window gets the rest.
+struct SpanGradsPlan {
+  Plan p;
+  int64_t gk_pitch;    // accumulators per tap: one per thread, plus one so that the partials'
+                       // reads (a tap per lane, same thread column) fall on distinct banks
+  int64_t smem_bytes;  // accumulators, then the staged window
+};
+INVOLUTION_HD SpanGradsPlan span_grads_plan(const Geometry& s, int64_t elem, int64_t acc_elem) {
+  Tile<int64_t> t = choose_tile(s.Ho, s.Wo);
+  while (s.taps() * (t.h * t.w + 1) * acc_elem > kSmemBytes * 5 / 8 && t.h * t.w > 1) {
+    if (t.w >= t.h) t.w /= 2;
+    else t.h /= 2;
+  }
+  SpanGradsPlan sp{};
+  sp.gk_pitch = t.h * t.w + 1;
+  const int64_t gk_bytes = s.taps() * sp.gk_pitch * acc_elem;
+  sp.p = plan_for<ForwardMap>(s, s.Ho, s.Wo, elem, t, gk_bytes);
+  sp.p.blocks = s.B * sp.p.tiles_h * sp.p.tiles_w;
+  sp.smem_bytes = gk_bytes + sp.p.smem_elems() * elem;
+  return sp;
 }
 
 // Largest element offset a view reaches: the sum over its dims of |stride| * (size - 1).

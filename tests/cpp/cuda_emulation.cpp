@@ -2,7 +2,8 @@
 // build compiles, launched through the same host recipes (run_gather, run_grad_weight) —
 // with one std::thread per CUDA thread and a barrier for __syncthreads, and checks
 // forward, grad_input and grad_weight against an fp64 loop of the paper's Eq. 4 (and its
-// derivatives, written as scatters, unlike the kernels' gathers), for fp64/fp32/fp16/bf16,
+// derivatives, written as scatters, unlike the kernels' gathers), and the fused ops' kernels
+// (kernel generated on chip; generator-side gradients) likewise, for fp64/fp32/fp16/bf16,
 // NCHW, channels_last and strided tensors, staged and unstaged (huge-window) kernels.
 //
 // Also checked per launch: every thread of a block reaches the same number of barriers,
@@ -304,6 +305,27 @@ void for_each_weight(const Geometry& s, Fn&& fn) {
             for (int64_t j = 0; j < s.Wo; ++j) fn(b, g, u, v, i, j);
 }
 
+int64_t at4(const Strides4& st, int64_t b, int64_t c, int64_t h, int64_t w) {
+  return b * st.b + c * st.c + h * st.h + w * st.w;
+}
+
+// Fills the elements of a (B, C, H, W) buffer with normal values rounded to T (so the
+// reference sees exactly what the kernels see); returns their offsets in contiguous order.
+template <typename T>
+std::vector<int64_t> fill4(Buffer<T>& buf, const Strides4& st, int64_t B, int64_t C, int64_t H,
+                           int64_t W, std::mt19937_64& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<int64_t> offsets;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          offsets.push_back(at4(st, b, c, h, w));
+          buf.data[offsets.back()] = static_cast<T>(normal(rng));
+        }
+  return offsets;
+}
+
 template <typename T>
 void run_case(const Geometry& s, Layout layout, Indexing indexing, std::mt19937_64& rng) {
   const std::string where = testing::describe(s) + " " + name(layout) + " " + dtype_name(T{}) +
@@ -315,27 +337,12 @@ void run_case(const Geometry& s, Layout layout, Indexing indexing, std::mt19937_
   auto gy = make4<T>(layout, s.B, s.C, s.Ho, s.Wo, ys);
   const Strides6 ws = strides6(layout, s);
   auto w = allocate<T>({s.B, s.G, s.Kh, s.Kw, s.Ho, s.Wo}, {ws.b, ws.g, ws.u, ws.v, ws.i, ws.j});
-  auto at4 = [](const Strides4& st, int64_t b, int64_t c, int64_t h, int64_t ww) {
-    return b * st.b + c * st.c + h * st.h + ww * st.w;
-  };
   auto at6 = [&](int64_t b, int64_t g, int64_t u, int64_t v, int64_t i, int64_t j) {
     return b * ws.b + g * ws.g + u * ws.u + v * ws.v + i * ws.i + j * ws.j;
   };
-  // Values rounded to T first, so the reference sees exactly what the kernel sees.
-  std::vector<int64_t> x_off, y_off, w_off;
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t c = 0; c < s.C; ++c) {
-      for (int64_t h = 0; h < s.H; ++h)
-        for (int64_t ww = 0; ww < s.W; ++ww) {
-          x_off.push_back(at4(xs, b, c, h, ww));
-          x.data[x_off.back()] = static_cast<T>(normal(rng));
-        }
-      for (int64_t i = 0; i < s.Ho; ++i)
-        for (int64_t j = 0; j < s.Wo; ++j) {
-          y_off.push_back(at4(ys, b, c, i, j));
-          gy.data[y_off.back()] = static_cast<T>(normal(rng));
-        }
-    }
+  const std::vector<int64_t> x_off = fill4(x, xs, s.B, s.C, s.H, s.W, rng);
+  const std::vector<int64_t> y_off = fill4(gy, ys, s.B, s.C, s.Ho, s.Wo, rng);
+  std::vector<int64_t> w_off;
   for_each_weight(s, [&](int64_t b, int64_t g, int64_t u, int64_t v, int64_t i, int64_t j) {
     w_off.push_back(at6(b, g, u, v, i, j));
     w.data[w_off.back()] = static_cast<T>(normal(rng));
@@ -364,7 +371,7 @@ void run_case(const Geometry& s, Layout layout, Indexing indexing, std::mt19937_
   const bool channel_fastest = std::abs(xs.c) < std::abs(xs.w);
   const bool grad_channel_fastest = std::abs(ys.c) < std::abs(ys.w);
   const View4<const T> xv{x.data.get(), xs}, gyv{gy.data.get(), ys};
-  const View6<const T> wv{w.data.get(), ws};
+  const KernelTensor<T> wv{View6<const T>{w.data.get(), ws}};
   Strides4 os, gxs;
   auto y = make4<T>(layout, s.B, s.C, s.Ho, s.Wo, os);
   run_gather<T, ForwardMap>(EmulatedLaunch{}, s, xv, s.H, s.W, wv,
@@ -407,6 +414,132 @@ void run_case(const Geometry& s, Layout layout, Indexing indexing, std::mt19937_
     fail(where + ": backward twice differs");
 }
 
+// The fused ops' kernels: forward and grad_input gathers with the kernel generated on chip
+// (SpanKernel) and the generator-side gradients (run_span_grads), against fp64 loops over
+// the kernel k = span_weight @ hidden + bias that they never form. R span inputs; the span
+// rows are contiguous, transposed (the layout's channels_last case) or padded per row.
+template <typename T>
+void run_fused_case(const Geometry& s, Layout layout, Indexing indexing, int64_t R, bool with_bias,
+                    std::mt19937_64& rng) {
+  using A = acc_t<T>;
+  const std::string where = "fused R=" + std::to_string(R) + (with_bias ? " bias " : " no-bias ") +
+                            testing::describe(s) + " " + name(layout) + " " + dtype_name(T{}) +
+                            (indexing == Indexing::Int64 ? " int64-index" : " auto-index");
+  const int64_t cg = s.channels_per_group(), taps = s.taps(), rows = s.G * taps;
+  std::normal_distribution<float> normal;
+  Strides4 xs, ys, hs;
+  auto x = make4<T>(layout, s.B, s.C, s.H, s.W, xs);
+  auto gy = make4<T>(layout, s.B, s.C, s.Ho, s.Wo, ys);
+  auto hidden = make4<T>(layout, s.B, R, s.Ho, s.Wo, hs);
+  const int64_t sw_row = layout == Layout::NCHW ? R : layout == Layout::ChannelsLast ? 1 : R + 2;
+  const int64_t sw_col = layout == Layout::ChannelsLast ? rows : 1;
+  const int64_t bias_s = layout == Layout::Strided ? 2 : 1;
+  auto sw = allocate<T>({rows, R}, {sw_row, sw_col});
+  auto bias = allocate<T>({rows}, {bias_s});
+  const std::vector<int64_t> x_off = fill4(x, xs, s.B, s.C, s.H, s.W, rng);
+  const std::vector<int64_t> y_off = fill4(gy, ys, s.B, s.C, s.Ho, s.Wo, rng);
+  const std::vector<int64_t> h_off = fill4(hidden, hs, s.B, R, s.Ho, s.Wo, rng);
+  std::vector<int64_t> sw_off, b_off;
+  for (int64_t row = 0; row < rows; ++row) {
+    for (int64_t r = 0; r < R; ++r) {
+      sw_off.push_back(row * sw_row + r * sw_col);
+      sw.data[sw_off.back()] = static_cast<T>(0.3f * normal(rng));
+    }
+    b_off.push_back(row * bias_s);
+    bias.data[b_off.back()] = static_cast<T>(normal(rng));
+  }
+  auto swv = [&](int64_t row, int64_t r) { return as_double(sw.data[row * sw_row + r * sw_col]); };
+  auto hv = [&](int64_t b, int64_t r, int64_t i, int64_t j) { return as_double(hidden.data[at4(hs, b, r, i, j)]); };
+
+  // ---- fp64 reference: the kernel formed, then Eq. 4 and its derivatives ----
+  const int64_t HW = s.Ho * s.Wo;
+  std::vector<double> k(s.B * rows * HW), k_abs(k.size());
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t i = 0; i < s.Ho; ++i)
+        for (int64_t j = 0; j < s.Wo; ++j) {
+          const int64_t kk = (b * rows + row) * HW + i * s.Wo + j;
+          k[kk] = with_bias ? as_double(bias.data[row * bias_s]) : 0.0;
+          k_abs[kk] = std::abs(k[kk]);
+          for (int64_t r = 0; r < R; ++r) {
+            k[kk] += swv(row, r) * hv(b, r, i, j);
+            k_abs[kk] += std::abs(swv(row, r) * hv(b, r, i, j));
+          }
+        }
+  std::vector<double> y_ref(y_off.size()), y_abs(y_off.size()), gx_ref(x_off.size()),
+      gx_abs(x_off.size()), dk(k.size()), dk_abs(k.size());
+  for_each_weight(s, [&](int64_t b, int64_t g, int64_t u, int64_t v, int64_t i, int64_t j) {
+    const int64_t h = i * s.stride_h - s.pad_h + u * s.dil_h, ww = j * s.stride_w - s.pad_w + v * s.dil_w;
+    if (h < 0 || h >= s.H || ww < 0 || ww >= s.W) return;
+    const int64_t kk = ((b * rows + g * taps + u * s.Kw + v) * s.Ho + i) * s.Wo + j;
+    for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+      const double xv = as_double(x.data[at4(xs, b, c, h, ww)]);
+      const double gyv = as_double(gy.data[at4(ys, b, c, i, j)]);
+      const int64_t yk = ((b * s.C + c) * s.Ho + i) * s.Wo + j;
+      const int64_t xk = ((b * s.C + c) * s.H + h) * s.W + ww;
+      y_ref[yk] += k[kk] * xv, y_abs[yk] += k_abs[kk] * std::abs(xv);
+      gx_ref[xk] += k[kk] * gyv, gx_abs[xk] += k_abs[kk] * std::abs(gyv);
+      dk[kk] += gyv * xv, dk_abs[kk] += std::abs(gyv * xv);
+    }
+  });
+  std::vector<double> gh_ref(h_off.size()), gh_abs(h_off.size()), gsw_ref(rows * R),
+      gsw_abs(rows * R), gb_ref(rows), gb_abs(rows);
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t p = 0; p < HW; ++p) {
+        const int64_t kk = (b * rows + row) * HW + p, i = p / s.Wo, j = p % s.Wo;
+        gb_ref[row] += dk[kk], gb_abs[row] += dk_abs[kk];
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t hk = (b * R + r) * HW + p;
+          gh_ref[hk] += swv(row, r) * dk[kk], gh_abs[hk] += std::abs(swv(row, r)) * dk_abs[kk];
+          gsw_ref[row * R + r] += dk[kk] * hv(b, r, i, j);
+          gsw_abs[row * R + r] += dk_abs[kk] * std::abs(hv(b, r, i, j));
+        }
+      }
+
+  // ---- the kernels, through the CUDA backend's recipes ----
+  const SpanArgs<T> span{View4<const T>{hidden.data.get(), hs}, sw.data.get(), sw_row, sw_col,
+                         with_bias ? bias.data.get() : nullptr, with_bias ? bias_s : 0, R};
+  const bool channel_fastest = std::abs(xs.c) < std::abs(xs.w);
+  const bool grad_channel_fastest = std::abs(ys.c) < std::abs(ys.w);
+  Strides4 os, gxs, ghs;
+  auto y = make4<T>(layout, s.B, s.C, s.Ho, s.Wo, os);
+  run_gather<T, ForwardMap>(EmulatedLaunch{}, s, View4<const T>{x.data.get(), xs}, s.H, s.W,
+                            SpanKernel<T>{span}, View4<T>{y.data.get(), os}, s.Ho, s.Wo,
+                            channel_fastest, indexing);
+  compare("fused forward", where, y.data.get(), y_ref, y_abs, y_off);
+  auto gx = make4<T>(layout, s.B, s.C, s.H, s.W, gxs);
+  run_gather<T, GradInputMap>(EmulatedLaunch{}, s, View4<const T>{gy.data.get(), ys}, s.Ho, s.Wo,
+                              SpanKernel<T>{span}, View4<T>{gx.data.get(), gxs}, s.H, s.W,
+                              grad_channel_fastest, indexing);
+  compare("fused grad_input", where, gx.data.get(), gx_ref, gx_abs, x_off);
+
+  const SpanGradsPlan sp = span_grads_plan(s, sizeof(T), sizeof(A));
+  auto span_grads = [&](Indexing ix, Buffer<A>& gh, Buffer<T>& gsw, Buffer<T>& gb) {
+    std::vector<A> partials(span_partials_elems(s, sp, R), std::numeric_limits<A>::quiet_NaN());
+    run_span_grads<T, A>(EmulatedLaunch{}, s, sp, View4<const T>{gy.data.get(), ys},
+                         View4<const T>{x.data.get(), xs}, span, View4<A>{gh.data.get(), ghs},
+                         partials.data(), gsw.data.get(), sw_row, sw_col,
+                         with_bias ? gb.data.get() : nullptr, bias_s, channel_fastest, ix);
+  };
+  auto gh = make4<A>(layout, s.B, R, s.Ho, s.Wo, ghs);
+  auto gsw = allocate<T>({rows, R}, {sw_row, sw_col});
+  auto gb = allocate<T>({rows}, {bias_s});
+  span_grads(indexing, gh, gsw, gb);
+  compare("fused grad_hidden", where, gh.data.get(), gh_ref, gh_abs, h_off);
+  compare("fused grad_span_weight", where, gsw.data.get(), gsw_ref, gsw_abs, sw_off);
+  if (with_bias) compare("fused grad_span_bias", where, gb.data.get(), gb_ref, gb_abs, b_off);
+  // Bitwise the same again, with the other index width.
+  auto gh2 = make4<A>(layout, s.B, R, s.Ho, s.Wo, ghs);
+  auto gsw2 = allocate<T>({rows, R}, {sw_row, sw_col});
+  auto gb2 = allocate<T>({rows}, {bias_s});
+  span_grads(indexing == Indexing::Int64 ? Indexing::Auto : Indexing::Int64, gh2, gsw2, gb2);
+  if (std::memcmp(gh.data.get(), gh2.data.get(), gh.size * sizeof(A)) != 0 ||
+      std::memcmp(gsw.data.get(), gsw2.data.get(), gsw.size * sizeof(T)) != 0 ||
+      std::memcmp(gb.data.get(), gb2.data.get(), gb.size * sizeof(T)) != 0)
+    fail(where + ": span gradients differ between runs");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -445,6 +578,15 @@ int main(int argc, char** argv) {
       if (!quick) {
         run_case<double>(s, l, ix, rng);
         run_case<c10::BFloat16>(s, l, ix, rng);
+      }
+      // The fused ops: R from 1 (odd) to 17, with and without a bias.
+      const int64_t R = 1 + (shape_index * 5 + li * 3) % 17;
+      const bool with_bias = (shape_index + li) % 3 != 0;
+      run_fused_case<float>(s, l, ix, R, with_bias, rng);
+      if (!quick) {
+        run_fused_case<double>(s, l, ix, R, with_bias, rng);
+        run_fused_case<c10::Half>(s, l, ix, R, with_bias, rng);
+        run_fused_case<c10::BFloat16>(s, l, ix, R, with_bias, rng);
       }
       ++cases;
     }

@@ -6,6 +6,7 @@
 //    the source element Eq. 4 asks for (checked against the definition, not the helper);
 //  * grad_input taps: exactly the taps the definition says contribute;
 //  * outputs: every element of y / grad_input / grad_weight has exactly one owner;
+//  * the fused span-gradient plan: shared memory within bounds, every pixel owned once;
 //  * speed: with stride 1, a warp's shared-memory reads are free of bank conflicts;
 //  * all of it with the kernels' int32 index math as well as their int64 one.
 // Prints "ok N shapes" and exits 0, or prints the first failure and exits 1.
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <utility>
 #include <vector>
 
 using namespace involution;
@@ -207,6 +209,35 @@ void check_shape(const Geometry& s64) {
       }
     }
     for (size_t k = 0; k < gx_owner.size(); ++k) EXPECT(gx_owner[k] == 1, "gx[%zu] written %d times", k, gx_owner[k]);
+  }
+  // ---- the fused span gradients (blocks over (b, tile), every group in turn) ----
+  for (const auto [elem, acc] : {std::pair<int64_t, int64_t>{2, 4}, {4, 4}, {8, 8}}) {
+    const SpanGradsPlan sp = span_grads_plan(s64, elem, acc);
+    const BasicPlan<I> p = sp.p.as<I>();
+    EXPECT(p.threads() >= 1 && p.threads() <= kThreads && sp.gk_pitch == p.threads() + 1,
+           "span-gradient tile %lldx%lld", (long long)p.tile.h, (long long)p.tile.w);
+    EXPECT(sp.smem_bytes == s.taps() * sp.gk_pitch * acc + p.smem_elems() * elem &&
+               sp.smem_bytes <= kSmemBytes,
+           "span-gradient smem %lld bytes", (long long)sp.smem_bytes);
+    EXPECT(p.blocks == s.B * p.tiles_h * p.tiles_w, "span-gradient blocks");
+    std::vector<int> owner(s.B * s.Ho * s.Wo, 0), summed(s.B * s.Ho * s.Wo, 0);
+    for (int64_t block = 0; block < p.blocks; ++block) {
+      const BlockCoord<I> bc = batch_block_coord(p, I(block));
+      EXPECT(bc.b < s.B && bc.g == 0 && bc.h0 < s.Ho && bc.w0 < s.Wo, "block %lld", (long long)block);
+      for (int64_t t = 0; t < p.threads(); ++t) {
+        const auto [ty, tx, i, j] = thread_pixel(p, bc, I(t));
+        EXPECT(ty * p.tile.w + tx == t, "thread %lld's accumulator column", (long long)t);
+        if (i < s.Ho && j < s.Wo) owner[(bc.b * s.Ho + i) * s.Wo + j]++;
+      }
+      // The partial sums' loops over the tile's pixels inside the map (as the kernel bounds them).
+      const I rows_h = s.Ho - bc.h0 < p.tile.h ? s.Ho - bc.h0 : p.tile.h;
+      const I cols_w = s.Wo - bc.w0 < p.tile.w ? s.Wo - bc.w0 : p.tile.w;
+      for (I qy = 0; qy < rows_h; ++qy)
+        for (I qx = 0; qx < cols_w; ++qx) summed[(bc.b * s.Ho + bc.h0 + qy) * s.Wo + bc.w0 + qx]++;
+    }
+    for (size_t k = 0; k < owner.size(); ++k)
+      EXPECT(owner[k] == 1 && summed[k] == 1, "span gradients: pixel %zu owned %d times, summed %d times",
+             k, owner[k], summed[k]);
   }
 }
 
