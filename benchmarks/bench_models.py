@@ -1,7 +1,8 @@
 """Whole-model benchmark: RedNet-26/38/50/101 against a plain ResNet-50 (built here, since
 torchvision does not install beside our torch build), against RedNet-50 with the unfused op
 (``rednet50_unfused``: the span conv, then the aggregation) and against RedNet-50 whose
-aggregation runs the unfold reference instead of the op.
+aggregation runs the unfold reference instead of the op; with --compile, ResNet-50 and
+RedNet-50 under torch.compile too (inference).
 
 Also the activation memory of training: the bytes autograd keeps for backward in one forward
 at batch 8 (distinct storages, counted through saved_tensors_hooks), against ResNet-50's.
@@ -14,6 +15,7 @@ run, writes <out>.json and .png under build/benchmarks/ (or --results-dir). Neve
 
     python benchmarks/bench_models.py            # full run
     python benchmarks/bench_models.py --quick    # batch 1 only, fewer repetitions
+    python benchmarks/bench_models.py --compile  # plus both models under torch.compile
     python benchmarks/bench_models.py --device cuda --amp fp16
 """
 
@@ -78,6 +80,8 @@ def with_unfold_aggregation(model):
 
 
 def build(name):
+    if name.endswith("_compiled"):
+        return torch.compile(build(name.removesuffix("_compiled")))
     if name == "resnet50":
         return resnet50()
     if name == "rednet50_unfold":
@@ -96,7 +100,7 @@ def saved_mib(model, batch, device):
 def measure_memory(names, device, rows, batch=8):
     base = None
     for name in names:
-        if name == "rednet50_unfold":
+        if name == "rednet50_unfold" or name.endswith("_compiled"):
             continue
         torch.manual_seed(0)
         mib = saved_mib(build(name), batch, device)
@@ -147,6 +151,8 @@ def measure_all(args, settings, names, reps, budget, device, amp, rows):
                 continue
             if name == "rednet50_unfold" and (batch > 1 and mode == "train step"):
                 continue  # the unfold buffers of a batched training step take minutes on CPU
+            if name.endswith("_compiled") and mode == "train step":
+                continue
             torch.manual_seed(0)
             median, spread = measure(build(name), batch, cl, mode == "train step", reps, budget, device, amp)
             base = median if name == "resnet50" else base
@@ -189,6 +195,9 @@ def verdicts(rows, disturbed):
                 text += f"; {versus(same[other]['ms'], r['ms'])} than RedNet-50 with {label}"
             elif other in same:
                 text += f"; {same[other]['mib'] / r['mib']:.2f}x less than RedNet-50 with {label}"
+        if "rednet50_compiled" in same and "resnet50_compiled" in same:
+            text += (f"; under torch.compile {same['rednet50_compiled']['ms'] / same['resnet50_compiled']['ms']:.2f}x"
+                     " ResNet-50's time")
         lines.append(text)
     return lines
 
@@ -204,6 +213,9 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per model (default 4, quick 1)")
     parser.add_argument("--models", default="",
                         help="comma list (default: resnet50, rednet26/38/50/101, rednet50_unfused, rednet50_unfold)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also ResNet-50 and RedNet-50 under torch.compile (inference settings; "
+                             "compilation happens in the warm-up, outside the timings)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -217,6 +229,8 @@ def main(argv=None):
     names = ["resnet50", "rednet26", "rednet38", "rednet50", "rednet101", "rednet50_unfused", "rednet50_unfold"]
     if args.models:
         names = ["resnet50"] + [n for n in args.models.split(",") if n != "resnet50"]  # the baseline first
+    if args.compile:
+        names += ["resnet50_compiled", "rednet50_compiled"]
     big = 16 if device.type == "cpu" else 64
     settings = [("inference", 1, False), ("inference", 1, True)]
     if not args.quick:
