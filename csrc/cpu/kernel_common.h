@@ -20,7 +20,7 @@
 
 #include <ATen/Parallel.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__) || defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -65,6 +65,54 @@ template <typename A, int VB = kVecBytes>
 using Vec = typename VecOf<A, VB>::type;
 template <typename A, int VB = kVecBytes>
 constexpr int64_t kLanes = VB / sizeof(A);
+
+// n values of a half type converted to fp32 (dst) or back (convert_from_acc), 8 at a time
+// where the build has vector instructions for it (F16C for fp16; integer shifts for bf16),
+// with the same rounding as c10's scalar conversions (round to nearest even; bf16 NaN ->
+// 0x7FC0); any other pair of types, and the tail, one value at a time.
+template <typename T, typename A>
+inline void convert_to_acc(A* __restrict dst, const T* __restrict src, int64_t n) {
+  int64_t k = 0;
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<T, c10::Half> && std::is_same_v<A, float>)
+    for (; k + 8 <= n; k += 8)
+      _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<A, float>)
+    for (; k + 8 <= n; k += 8) {
+      const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k)));
+      _mm256_storeu_ps(dst + k, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+    }
+#endif
+  for (; k < n; ++k) dst[k] = static_cast<A>(src[k]);
+}
+
+template <typename T, typename A>
+inline void convert_from_acc(T* __restrict dst, const A* __restrict src, int64_t n) {
+  int64_t k = 0;
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<T, c10::Half> && std::is_same_v<A, float>)
+    for (; k + 8 <= n; k += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + k), _MM_FROUND_TO_NEAREST_INT));
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<A, float>)
+    for (; k + 8 <= n; k += 8) {
+      const __m256 v = _mm256_loadu_ps(src + k);
+      const __m256i bits = _mm256_castps_si256(v);
+      const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+      __m256i r = _mm256_srli_epi32(
+          _mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF))), 16);
+      r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0),
+                             _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k),
+                       _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+    }
+#endif
+  for (; k < n; ++k) dst[k] = static_cast<T>(src[k]);
+}
 
 template <int VB, typename A>
 inline Vec<A, VB> load(const A* p) {
@@ -114,7 +162,7 @@ void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64
   } else if (hi > lo) {  // s: the first valid source element (never a pointer outside the row)
     const T* __restrict s = src + (col0 + lo * step) * col_stride;
     if (step == 1 && col_stride == 1) {
-      for (int64_t k = 0; k < hi - lo; ++k) dst[lo + k] = static_cast<A>(s[k]);
+      convert_to_acc(dst + lo, s, hi - lo);
     } else {
       const int64_t jump = step * col_stride;
       for (int64_t k = 0; k < hi - lo; ++k) dst[lo + k] = static_cast<A>(s[k * jump]);
@@ -242,6 +290,7 @@ inline void store_lanes(T* dst, int64_t stride, const V& v, int64_t n) {
   }
   alignas(sizeof(V)) A tmp[lanes];
   store(tmp, v);
+  if (stride == 1) return convert_from_acc(dst, tmp, n);
   for (int64_t l = 0; l < n; ++l) dst[l * stride] = static_cast<T>(tmp[l]);
 }
 
