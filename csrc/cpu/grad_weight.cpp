@@ -31,6 +31,12 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
         T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
         for (int64_t tap = 0; tap < taps; ++tap) {
           T* d = dst + (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
+          // Half types: the whole row converted at once (per vector through store_lanes'
+          // buffer was 1.6x slower, measured on AVX2 at 56x56).
+          if (!std::is_same_v<T, A> && gw.s.j == 1) {
+            convert_from_acc(d, &gwrow[tap * wo_padded], g.Wo);
+            continue;
+          }
           for (int64_t j = 0; j < g.Wo; j += VL)
             store_lanes<A>(d + j * gw.s.j, gw.s.j, load<VB>(&gwrow[tap * wo_padded + j]),
                            std::min(VL, g.Wo - j));

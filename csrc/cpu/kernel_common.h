@@ -214,7 +214,7 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
           A tile[kB][kB];
           for (int64_t kk = 0; kk < kB; ++kk) {
             const T* s = row + (L.col0 + (kb + kk) * L.step) * L.s_w + c0;
-            for (int64_t c = 0; c < kB; ++c) tile[kk][c] = static_cast<A>(s[c]);
+            convert_to_acc(tile[kk], s, kB);
           }
           for (int64_t c = 0; c < kB; ++c)
             for (int64_t kk = 0; kk < kB; ++kk) d[(c0 + c) * L.dst_c + kb + kk] = tile[kk][c];
