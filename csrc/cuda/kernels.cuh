@@ -1,5 +1,5 @@
-// The CUDA kernels of involution::forward / involution::backward and the host-side
-// recipes that launch them, free of at::Tensor: the backend (involution_cuda.cu) launches
+// The CUDA kernels of involution::forward / backward / fused_forward / fused_backward and the
+// host-side recipes that launch them, free of at::Tensor: the backend (involution_cuda.cu) launches
 // them with <<<>>> on the current stream, and tests/cpp/cuda_emulation.cpp runs the very same
 // code on the CPU with one std::thread per CUDA thread (under ASan/UBSan and TSan), so the
 // kernels' arithmetic, staging and barriers are tested without a GPU.
@@ -12,9 +12,13 @@
 // it to every staged channel from registers (16 accumulators). All index math comes from
 // tiling.h (checked on the CPU by tests/cpp/cuda_index_sim.cpp).
 //
+// The fused ops run the same gathers with each kernel value generated on chip from the
+// hidden features (SpanKernel), and span_grads_kernel for the generator-side gradients.
+//
 // Determinism: every output element has one owner thread that sums in a fixed order;
 // grad_input is a gather over the taps that reach the pixel, grad_weight reduces the
-// group's channels inside the owner thread. No atomics anywhere.
+// group's channels inside the owner thread, the span gradients are per-block partials
+// summed in block order. No atomics anywhere.
 #pragma once
 
 #include "cuda/tiling.h"
