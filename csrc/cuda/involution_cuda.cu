@@ -141,17 +141,15 @@ void launch_span_grads(const FusedGeometry& f, const at::Tensor& grad_output,
   const auto gy = view4<const T>(grad_output);
   const auto x = view4<const T>(input);
   const bool cf = channels_inner(input);
-  if (std::is_same_v<T, A> || !grad_hidden.defined()) {
-    View4<A> gh = grad_hidden.defined() ? view4<A>(grad_hidden) : View4<A>{nullptr, {}};
-    run_span_grads<T, A>(StreamLaunch{}, g, sp, gy, x, span, gh, partials_data, gw, gw_row,
-                         gw_col, gb, gb_s, cf);
-  } else {
-    // Half types: grad_hidden is summed over the groups in an fp32 scratch copy.
-    at::Tensor scratch = at::empty_like(grad_hidden, grad_hidden.options().dtype(at::kFloat));
-    run_span_grads<T, float>(StreamLaunch{}, g, sp, gy, x, span, view4<float>(scratch),
-                             partials_data, gw, gw_row, gw_col, gb, gb_s, cf);
-    grad_hidden.copy_(scratch);
-  }
+  // grad_hidden is summed over the groups in the accumulator type: for half types in an fp32
+  // scratch copy.
+  const bool scratch = !std::is_same_v<T, A> && grad_hidden.defined();
+  const at::Tensor gh =
+      scratch ? at::empty_like(grad_hidden, grad_hidden.options().dtype(at::kFloat)) : grad_hidden;
+  run_span_grads<T>(StreamLaunch{}, g, sp, gy, x, span,
+                    gh.defined() ? view4<A>(gh) : View4<A>{nullptr, {}}, partials_data, gw,
+                    gw_row, gw_col, gb, gb_s, cf);
+  if (scratch) grad_hidden.copy_(gh);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_backward_cuda(

@@ -325,18 +325,18 @@ __global__ void __launch_bounds__(kThreads)
 // The generator-side gradients of the fused backward, from the kernel gradient dk that a
 // block forms per group in shared memory (kernel_grad_chunks) and never writes out:
 //   grad_hidden[b, r, i, j] = sum over groups and taps of span_weight[row, r] * dk[row, i, j],
-//     summed by the pixel's thread over the groups in order, in H (T, or an fp32 scratch for
-//     half types);
+//     summed by the pixel's thread over the groups in order, in the accumulator type
+//     (grad_hidden itself for fp32/fp64, an fp32 scratch for half types);
 //   the block's partials[row][r] = sum over its pixels of dk[row] * hidden[r] and
 //     partials[row][R] = sum of dk[row], later summed over blocks in order (reduce_partials),
 //     for grad_span_weight and grad_span_bias.
 // grad_hidden.data or partials may be null (not wanted). Blocks are (b, tile); each walks
 // every group, so grad_hidden needs no cross-block sum.
-template <typename T, typename H, bool kStaged, typename I>
+template <typename T, bool kStaged, typename I>
 __global__ void __launch_bounds__(kThreads)
     span_grads_kernel(BasicGeometry<I> s, BasicPlan<I> p, I gk_pitch, View4<const T, I> gy,
-                      View4<const T, I> x, BasicSpanArgs<T, I> span, View4<H, I> grad_hidden,
-                      acc_t<T>* partials, bool channel_fastest) {
+                      View4<const T, I> x, BasicSpanArgs<T, I> span,
+                      View4<acc_t<T>, I> grad_hidden, acc_t<T>* partials, bool channel_fastest) {
   using A = acc_t<T>;
   const I taps = s.taps(), R = span.R, nthreads = p.threads();
   A* dk = shared_scratch<A>();  // [tap][thread], gk_pitch per tap
@@ -360,15 +360,15 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // dk complete
     const T* rows = span.weight + g * taps * span.weight_s_row;
     if (active && grad_hidden.data != nullptr) {
-      H* gh = grad_hidden.data + bc.b * grad_hidden.s.b + i * grad_hidden.s.h +
+      A* gh = grad_hidden.data + bc.b * grad_hidden.s.b + i * grad_hidden.s.h +
               j * grad_hidden.s.w;
       for (I r = 0; r < R; ++r) {
         A sum = A(0);
         for (I k = 0; k < taps; ++k)
           sum += static_cast<A>(rows[k * span.weight_s_row + r * span.weight_s_col]) *
                  dk[k * gk_pitch + t];
-        H& dst = gh[r * grad_hidden.s.c];
-        dst = g == 0 ? static_cast<H>(sum) : static_cast<H>(static_cast<A>(dst) + sum);
+        A& dst = gh[r * grad_hidden.s.c];
+        dst = g == 0 ? sum : dst + sum;
       }
     }
     if (block_partials == nullptr) continue;
@@ -484,17 +484,17 @@ void run_grad_weight(Launch&& launch, const Geometry& s, const Plan& p, View4<co
 }
 
 // The fused backward's generator side, by plan `sp` (span_grads_plan): grad_hidden into
-// `grad_hidden` (H = T, or float for a scratch copy of a half-type grad_hidden; data null
-// when not wanted), and when `partials` is given (sp.p.blocks x G*taps x (R + 1) accumulators,
+// `grad_hidden` (accumulator type: for half types an fp32 scratch copy; data null when not
+// wanted), and when `partials` is given (sp.p.blocks x G*taps x (R + 1) accumulators,
 // span_partials_elems) the span gradients into grad_w / grad_b (null when not wanted).
 inline int64_t span_partials_elems(const Geometry& s, const SpanGradsPlan& sp, int64_t R) {
   return sp.p.blocks * s.G * s.taps() * (R + 1);
 }
 
-template <typename T, typename H, typename Launch>
+template <typename T, typename Launch>
 void run_span_grads(Launch&& launch, const Geometry& s, const SpanGradsPlan& sp,
                     View4<const T> gy, View4<const T> x, const SpanArgs<T>& span,
-                    View4<H> grad_hidden, acc_t<T>* partials, T* grad_w, int64_t w_s_row,
+                    View4<acc_t<T>> grad_hidden, acc_t<T>* partials, T* grad_w, int64_t w_s_row,
                     int64_t w_s_col, T* grad_b, int64_t b_s, bool channel_fastest,
                     Indexing indexing = Indexing::Auto) {
   const Plan& p = sp.p;
@@ -505,7 +505,7 @@ void run_span_grads(Launch&& launch, const Geometry& s, const SpanGradsPlan& sp,
   with_index_type(fits, indexing, [&](auto index) {
     using I = decltype(index);
     const bool staged = p.chunk > 0;
-    launch(staged ? span_grads_kernel<T, H, true, I> : span_grads_kernel<T, H, false, I>,
+    launch(staged ? span_grads_kernel<T, true, I> : span_grads_kernel<T, false, I>,
            p.blocks, p.threads(), sp.smem_bytes, s.template as<I>(), p.template as<I>(),
            I(sp.gk_pitch), gy.template as<I>(), x.template as<I>(), span.template as<I>(),
            grad_hidden.template as<I>(), partials, channel_fastest);

@@ -517,10 +517,10 @@ void run_fused_case(const Geometry& s, Layout layout, Indexing indexing, int64_t
   const SpanGradsPlan sp = span_grads_plan(s, sizeof(T), sizeof(A));
   auto span_grads = [&](Indexing ix, Buffer<A>& gh, Buffer<T>& gsw, Buffer<T>& gb) {
     std::vector<A> partials(span_partials_elems(s, sp, R), std::numeric_limits<A>::quiet_NaN());
-    run_span_grads<T, A>(EmulatedLaunch{}, s, sp, View4<const T>{gy.data.get(), ys},
-                         View4<const T>{x.data.get(), xs}, span, View4<A>{gh.data.get(), ghs},
-                         partials.data(), gsw.data.get(), sw_row, sw_col,
-                         with_bias ? gb.data.get() : nullptr, bias_s, channel_fastest, ix);
+    run_span_grads<T>(EmulatedLaunch{}, s, sp, View4<const T>{gy.data.get(), ys},
+                      View4<const T>{x.data.get(), xs}, span, View4<A>{gh.data.get(), ghs},
+                      partials.data(), gsw.data.get(), sw_row, sw_col,
+                      with_bias ? gb.data.get() : nullptr, bias_s, channel_fastest, ix);
   };
   auto gh = make4<A>(layout, s.B, R, s.Ho, s.Wo, ghs);
   auto gsw = allocate<T>({rows, R}, {sw_row, sw_col});
