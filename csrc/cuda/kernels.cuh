@@ -483,14 +483,15 @@ void run_grad_weight(Launch&& launch, const Geometry& s, const Plan& p, View4<co
   });
 }
 
-// The fused backward's generator side, by plan `sp` (span_grads_plan): grad_hidden into
-// `grad_hidden` (accumulator type: for half types an fp32 scratch copy; data null when not
-// wanted), and when `partials` is given (sp.p.blocks x G*taps x (R + 1) accumulators,
-// span_partials_elems) the span gradients into grad_w / grad_b (null when not wanted).
+// Accumulators of the span-gradient partials of plan `sp`: per block, G*taps rows of R + 1.
 inline int64_t span_partials_elems(const Geometry& s, const SpanGradsPlan& sp, int64_t R) {
   return sp.p.blocks * s.G * s.taps() * (R + 1);
 }
 
+// The fused backward's generator side, by plan `sp` (span_grads_plan): grad_hidden into
+// `grad_hidden` (accumulator type: for half types an fp32 scratch copy; data null when not
+// wanted), and when `partials` is given (span_partials_elems of them) the span gradients
+// into grad_w / grad_b (null when not wanted).
 template <typename T, typename Launch>
 void run_span_grads(Launch&& launch, const Geometry& s, const SpanGradsPlan& sp,
                     View4<const T> gy, View4<const T> x, const SpanArgs<T>& span,
