@@ -15,6 +15,9 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
   const RowTasks tasks = staged_row_tasks<T>(g, wo_padded);
+  std::vector<int64_t> tap_offset(taps);  // of (u, v) in grad_w
+  for (int64_t tap = 0; tap < taps; ++tap)
+    tap_offset[tap] = (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, tasks.per);
@@ -30,10 +33,11 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
         kernel_grad_row<T, VB>(g, xs, i - i0, gyrow.data(), wo_padded, gwrow.data(), wo_padded);
         T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
         for (int64_t tap = 0; tap < taps; ++tap) {
-          T* d = dst + (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
-          // Half types: the whole row converted at once (per vector through store_lanes'
-          // buffer was 1.6x slower, measured on AVX2 at 56x56).
-          if (!std::is_same_v<T, A> && gw.s.j == 1) {
+          T* d = dst + tap_offset[tap];
+          // Contiguous rows are copied (converted) whole: per vector through store_lanes'
+          // buffer was 1.6x slower for half types at 56x56, and a stack round trip per
+          // 7-wide fp32 row.
+          if (gw.s.j == 1) {
             convert_from_acc(d, &gwrow[tap * wo_padded], g.Wo);
             continue;
           }

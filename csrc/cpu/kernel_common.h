@@ -66,12 +66,61 @@ using Vec = typename VecOf<A, VB>::type;
 template <typename A, int VB = kVecBytes>
 constexpr int64_t kLanes = VB / sizeof(A);
 
+// Writes `bytes` bytes at d with fixed-size moves from source(offset) (a pointer to the
+// bytes for d + offset, at least 32 readable): 32-byte blocks, the last one ending at the end
+// (overlapping the one before); below 32 bytes, two overlapping moves of the largest power of
+// two that fits. Lines here are tens of elements, and the memcpy/memset call GCC makes of a
+// plain loop cost more than the copy: a quarter of grad_input's time at 7x7.
+template <typename Source>
+inline void write_bytes(char* __restrict d, int64_t bytes, Source&& source) {
+  auto move = [&](auto size, int64_t at) {
+    char tmp[size()];
+    std::memcpy(tmp, source(at), size());
+    std::memcpy(d + at, tmp, size());
+  };
+  auto two = [&](auto size) {  // size <= bytes < 2 * size
+    move(size, 0);
+    move(size, bytes - size());
+  };
+  using std::integral_constant;
+  if (bytes >= 32) {
+    for (int64_t k = 0; k + 32 < bytes; k += 32) move(integral_constant<int64_t, 32>{}, k);
+    move(integral_constant<int64_t, 32>{}, bytes - 32);
+  } else if (bytes >= 16) {
+    two(integral_constant<int64_t, 16>{});
+  } else if (bytes >= 8) {
+    two(integral_constant<int64_t, 8>{});
+  } else if (bytes >= 4) {
+    two(integral_constant<int64_t, 4>{});
+  } else if (bytes >= 2) {
+    two(integral_constant<int64_t, 2>{});
+  } else if (bytes == 1) {
+    move(integral_constant<int64_t, 1>{}, 0);
+  }
+}
+
+template <typename A>
+inline void copy_elements(A* __restrict dst, const A* __restrict src, int64_t n) {
+  const char* s = reinterpret_cast<const char*>(src);
+  write_bytes(reinterpret_cast<char*>(dst), n * int64_t(sizeof(A)),
+              [s](int64_t at) { return s + at; });
+}
+
+template <typename A>
+inline void zero_elements(A* dst, int64_t n) {
+  alignas(32) static constexpr char kZeros[32] = {};
+  if (n > 0)
+    write_bytes(reinterpret_cast<char*>(dst), n * int64_t(sizeof(A)),
+                [](int64_t) { return kZeros; });
+}
+
 // n values of a half type converted to fp32 (dst) or back (convert_from_acc), 8 at a time
 // where the build has vector instructions for it (F16C for fp16; integer shifts for bf16),
 // with the same rounding as c10's scalar conversions (round to nearest even; bf16 NaN ->
-// 0x7FC0); any other pair of types, and the tail, one value at a time.
+// 0x7FC0); any other pair of types, and the tail, one value at a time. Equal types: a copy.
 template <typename T, typename A>
 inline void convert_to_acc(A* __restrict dst, const T* __restrict src, int64_t n) {
+  if constexpr (std::is_same_v<T, A>) return copy_elements(dst, src, n);
   int64_t k = 0;
 #if defined(__F16C__)
   if constexpr (std::is_same_v<T, c10::Half> && std::is_same_v<A, float>)
@@ -90,6 +139,7 @@ inline void convert_to_acc(A* __restrict dst, const T* __restrict src, int64_t n
 
 template <typename T, typename A>
 inline void convert_from_acc(T* __restrict dst, const A* __restrict src, int64_t n) {
+  if constexpr (std::is_same_v<T, A>) return copy_elements(dst, src, n);
   int64_t k = 0;
 #if defined(__F16C__)
   if constexpr (std::is_same_v<T, c10::Half> && std::is_same_v<A, float>)
@@ -127,9 +177,6 @@ inline void store(A* p, const V& v) {
 
 inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
 
-// dst[k] = src[(col0 + k * step) * col_stride] where 0 <= col0 + k*step < ncols, else 0,
-// for k in [0, width). src == nullptr stages a row of zeros (a row in the padding).
-// Rows are short (tens of elements), so plain loops beat memcpy/memset calls.
 // The k in [0, width) with 0 <= col0 + k*step < ncols, as [lo, hi) (empty: lo == hi).
 struct ColumnRange {
   int64_t lo, hi;
@@ -147,6 +194,9 @@ inline ColumnRange valid_columns(int64_t width, int64_t col0, int64_t step, int6
   return {std::min(lo, hi), hi};
 }
 
+// dst[k] = src[(col0 + k * step) * col_stride] where 0 <= col0 + k*step < ncols, else 0,
+// for k in [0, width). src == nullptr stages a row of zeros (a row in the padding).
+// Rows are short (tens of elements): copies and zero fills are fixed-size moves (write_bytes).
 // halo_zeroed: dst already holds zeros outside the valid columns (a buffer whose lines keep
 // their place from task to task, see StagedInput): only the valid columns are written.
 template <typename T, typename A>
@@ -154,11 +204,11 @@ void stage_line(A* __restrict dst, int64_t width, const T* __restrict src, int64
                 int64_t step, int64_t col_stride, int64_t ncols, bool halo_zeroed = false) {
   const auto [lo, hi] = valid_columns(width, col0, step, ncols);
   if (!halo_zeroed) {
-    for (int64_t k = 0; k < lo; ++k) dst[k] = A(0);
-    for (int64_t k = hi; k < width; ++k) dst[k] = A(0);
+    zero_elements(dst, lo);
+    zero_elements(dst + hi, width - hi);
   }
   if (src == nullptr) {
-    for (int64_t k = lo; k < hi; ++k) dst[k] = A(0);
+    zero_elements(dst + lo, hi - lo);
   } else if (hi > lo) {  // s: the first valid source element (never a pointer outside the row)
     const T* __restrict s = src + (col0 + lo * step) * col_stride;
     if (step == 1 && col_stride == 1) {
@@ -199,8 +249,8 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
     if (!L.halo_zeroed) {
       for (int64_t c = 0; c < L.planes; ++c) {
         A* d = dst + c * L.dst_c + r * L.dst_r;
-        std::fill(d, d + lo, A(0));
-        std::fill(d + hi, d + L.width, A(0));
+        zero_elements(d, lo);
+        zero_elements(d + hi, L.width - hi);
       }
     }
     A* d = dst + r * L.dst_r;
@@ -246,8 +296,8 @@ void stage_weight_rows(A* dst, int64_t dst_tap, int64_t dst_r, const T* plane,
 }
 
 // Stores the first n lanes of v (0 < n < lanes) at dst: a row's tail. With AVX-512, one
-// masked store; else in power-of-two pieces of fixed size, which compile to plain moves (a
-// variable-length memcpy is a call, and AVX2's masked store is microcoded on AMD cores).
+// masked store; else with copy_elements' fixed-size moves (a variable-length memcpy is a
+// call, and AVX2's masked store is microcoded on AMD cores).
 template <typename A, typename V>
 inline void store_first_lanes(A* dst, const V& v, int64_t n) {
 #if defined(__AVX512F__) && defined(__AVX512VL__)
@@ -262,19 +312,7 @@ inline void store_first_lanes(A* dst, const V& v, int64_t n) {
 #endif
   alignas(sizeof(V)) A tmp[sizeof(V) / sizeof(A)];
   store(tmp, v);
-  const char* src = reinterpret_cast<const char*>(tmp);
-  char* out = reinterpret_cast<char*>(dst);
-  const int64_t bytes = n * int64_t(sizeof(A));
-  auto piece = [&](auto size) {
-    if (bytes & size) {
-      std::memcpy(out, src, size);
-      out += size, src += size;
-    }
-  };
-  if constexpr (sizeof(V) > 32) piece(std::integral_constant<int64_t, 32>{});
-  if constexpr (sizeof(V) > 16) piece(std::integral_constant<int64_t, 16>{});
-  piece(std::integral_constant<int64_t, 8>{});
-  if constexpr (sizeof(A) <= 4) piece(std::integral_constant<int64_t, 4>{});
+  copy_elements(dst, tmp, n);
 }
 
 // Writes the first n lanes of v (a vector of A) to dst[l * stride], converting to T.
