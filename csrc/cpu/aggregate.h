@@ -115,22 +115,10 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged lines (of grad_output channels and of weight taps) at fixed places: halos stay zero.
   const int64_t plane_stride = max_out_rows * staged_width;
 
-  // Per column residue rw: the valid v and their staged column k (the same for every row).
-  struct ColumnTap {
-    int64_t v, k;
-  };
-  std::vector<std::vector<ColumnTap>> column_taps(std::min(sw, g.W));
-  for (int64_t rw = 0; rw < static_cast<int64_t>(column_taps.size()); ++rw)
-    for (int64_t v = 0; v < g.Kw; ++v) {
-      const int64_t num_w = rw + g.pad_w - v * g.dil_w;
-      if (floor_div(num_w, sw) * sw == num_w) column_taps[rw].push_back({v, num_w / sw - col_lo});
-    }
-
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     std::vector<A> gybuf(cg * plane_stride);
     std::vector<A> wbuf(taps * plane_stride);
     std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
-    std::vector<int64_t> row_u(g.Kh), row_i(g.Kh);
     auto stager = make_stager(max_out_rows, staged_width);
     for (int64_t task = begin; task < end; ++task) {
       const auto [b, grp, h0, h1] = tasks[task];
@@ -144,23 +132,22 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
       stager.stage(wbuf.data(), plane_stride, b, grp, ilo, ni, staged_width, col_lo);
 
       for (int64_t h = h0; h < h1; ++h) {
-        int64_t nrows = 0;  // the valid (u, i) of row h, in row_u / row_i
-        for (int64_t u = 0; u < g.Kh; ++u) {
-          const int64_t num_h = h + g.pad_h - u * g.dil_h;
-          if (floor_div(num_h, sh) * sh != num_h) continue;
-          const int64_t i = num_h / sh;
-          if (i < ilo || i > ihi) continue;
-          row_u[nrows] = u;
-          row_i[nrows++] = i - ilo;
-        }
-        for (int64_t rw = 0; rw < static_cast<int64_t>(column_taps.size()); ++rw) {
+        for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
           int64_t ntaps = 0;
-          for (int64_t r = 0; r < nrows; ++r)
-            for (const ColumnTap& ct : column_taps[rw]) {
-              gy_off[ntaps] = row_i[r] * staged_width + ct.k;
-              w_off[ntaps] = (row_u[r] * g.Kw + ct.v) * plane_stride + gy_off[ntaps];
+          for (int64_t u = 0; u < g.Kh; ++u) {
+            const int64_t num_h = h + g.pad_h - u * g.dil_h;
+            if (floor_div(num_h, sh) * sh != num_h) continue;
+            const int64_t i = num_h / sh;
+            if (i < ilo || i > ihi) continue;
+            for (int64_t v = 0; v < g.Kw; ++v) {
+              const int64_t num_w = rw + g.pad_w - v * g.dil_w;
+              if (floor_div(num_w, sw) * sw != num_w) continue;
+              const int64_t k = floor_div(num_w, sw) - col_lo;
+              w_off[ntaps] = (u * g.Kw + v) * plane_stride + (i - ilo) * staged_width + k;
+              gy_off[ntaps] = (i - ilo) * staged_width + k;
               ++ntaps;
             }
+          }
           const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
           for_each_channel_block(cg, [&](auto cb, int64_t c0) {
             constexpr int CB = decltype(cb)::value;
