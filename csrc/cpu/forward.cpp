@@ -16,9 +16,7 @@ class TensorWeightRows {
  public:
   TensorWeightRows(const Geometry& g, View6<const T> w, int64_t wo_padded)
       : g_(g), w_(w), wo_padded_(wo_padded), wrow_(g.taps() * wo_padded), wp_(g.taps()),
-        tap_offset_(g.taps()) {
-    for (int64_t tap = 0; tap < g.taps(); ++tap)
-      tap_offset_[tap] = (tap / g.Kw) * w.s.u + (tap % g.Kw) * w.s.v;
+        tap_offset_(weight_tap_offsets(g, w.s)) {
     const int64_t wo_bytes = g.Wo * static_cast<int64_t>(sizeof(T));
     wo_bytes_ = wo_bytes;
     prefetch_ = g.taps() * g.Ho * wo_bytes > 64 * 1024;

@@ -15,9 +15,7 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
   const RowTasks tasks = staged_row_tasks<T>(g, wo_padded);
-  std::vector<int64_t> tap_offset(taps);  // of (u, v) in grad_w
-  for (int64_t tap = 0; tap < taps; ++tap)
-    tap_offset[tap] = (tap / g.Kw) * gw.s.u + (tap % g.Kw) * gw.s.v;
+  const std::vector<int64_t> tap_offset = weight_tap_offsets(g, gw.s);
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, tasks.per);

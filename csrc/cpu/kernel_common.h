@@ -69,8 +69,9 @@ constexpr int64_t kLanes = VB / sizeof(A);
 // Writes `bytes` bytes at d with fixed-size moves from source(offset) (a pointer to the
 // bytes for d + offset, at least 32 readable): 32-byte blocks, the last one ending at the end
 // (overlapping the one before); below 32 bytes, two overlapping moves of the largest power of
-// two that fits. Lines here are tens of elements, and the memcpy/memset call GCC makes of a
-// plain loop cost more than the copy: a quarter of grad_input's time at 7x7.
+// two that fits; nothing when bytes <= 0. Lines here are tens of elements, and the
+// memcpy/memset call GCC makes of a plain loop cost more than the copy: a quarter of
+// grad_input's time at 7x7.
 template <typename Source>
 inline void write_bytes(char* __restrict d, int64_t bytes, Source&& source) {
   auto move = [&](auto size, int64_t at) {
@@ -109,9 +110,8 @@ inline void copy_elements(A* __restrict dst, const A* __restrict src, int64_t n)
 template <typename A>
 inline void zero_elements(A* dst, int64_t n) {
   alignas(32) static constexpr char kZeros[32] = {};
-  if (n > 0)
-    write_bytes(reinterpret_cast<char*>(dst), n * int64_t(sizeof(A)),
-                [](int64_t) { return kZeros; });
+  write_bytes(reinterpret_cast<char*>(dst), n * int64_t(sizeof(A)),
+              [](int64_t) { return kZeros; });
 }
 
 // n values of a half type converted to fp32 (dst) or back (convert_from_acc), 8 at a time
@@ -275,6 +275,14 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
       for (int64_t kk = c < c0 ? k : lo; kk < hi; ++kk)
         d[c * L.dst_c + kk] = static_cast<A>(row[(L.col0 + kk * L.step) * L.s_w + c * L.s_c]);
   }
+}
+
+// Per tap (u, v) of a weight-shaped view: its offset u * s.u + v * s.v.
+inline std::vector<int64_t> weight_tap_offsets(const Geometry& g, const Strides6& s) {
+  std::vector<int64_t> offsets(g.taps());
+  for (int64_t tap = 0; tap < g.taps(); ++tap)
+    offsets[tap] = (tap / g.Kw) * s.u + (tap % g.Kw) * s.v;
+  return offsets;
 }
 
 // Stages rows [row0, row0 + rows) of every tap's weight plane (columns col0 + k): tap t
