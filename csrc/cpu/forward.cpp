@@ -5,10 +5,11 @@
 namespace involution::cpu::INVOLUTION_NS {
 namespace {
 
-// The weight rows of forward_gather, from the weight tensor. fp32/fp64 weights with unit
-// column stride are read in place, whole vectors even past the row end: lanes j >= Wo only
-// feed output lanes that are never stored. A row is staged (converted, zero tail) when its
-// dtype or stride differs, or when a vector read would leave the weight tensor's footprint.
+// The weight rows of forward_gather, from the weight tensor. Rows with unit column stride
+// are read as whole vectors even past the row end (lanes j >= Wo only feed output lanes that
+// are never stored): in place for fp32/fp64, converted vector by vector for fp16/bf16. A row
+// is staged (converted, zero tail) when its column stride is not 1, or when a vector read
+// would leave the weight tensor's footprint.
 template <typename T>
 class TensorWeightRows {
   using A = acc_t<T>;
@@ -31,27 +32,31 @@ class TensorWeightRows {
 
   const A* const* row(int64_t i) {
     const int64_t taps = g_.taps();
-    if (!(std::is_same_v<T, A> && w_.s.j == 1)) {
+    if (w_.s.j != 1) {
       stage_weight_rows(wrow_.data(), wo_padded_, 0, plane_, g_, w_.s, i, 1, wo_padded_, 0);
       for (int64_t tap = 0; tap < taps; ++tap) wp_[tap] = &wrow_[tap * wo_padded_];
       return wp_.data();
     }
     for (int64_t tap = 0; tap < taps; ++tap) {
       const T* src = plane_ + tap_offset_[tap] + i * w_.s.i;
-      if constexpr (std::is_same_v<T, A>) {
-        if (end_ - src >= wo_padded_) {
+      A* staged = &wrow_[tap * wo_padded_];
+      if (end_ - src >= wo_padded_) {
+        // The weight is 49 concurrent streams for K=7, more than the hardware prefetcher
+        // follows: fetch the next row's segments by hand (unless the group's whole weight
+        // slab is small enough to stay in cache anyway).
+        if (prefetch_ && i + 1 < i1_)
+          for (int64_t off = 0; off < wo_bytes_; off += 64)
+            __builtin_prefetch(reinterpret_cast<const char*>(src + w_.s.i) + off);
+        if constexpr (std::is_same_v<T, A>) {
           wp_[tap] = src;
-          // The weight is 49 concurrent streams for K=7, more than the hardware prefetcher
-          // follows: fetch the next row's segments by hand (unless the group's whole weight
-          // slab is small enough to stay in cache anyway).
-          if (prefetch_ && i + 1 < i1_)
-            for (int64_t off = 0; off < wo_bytes_; off += 64)
-              __builtin_prefetch(reinterpret_cast<const char*>(src + w_.s.i) + off);
-          continue;
+        } else {  // whole vectors, no tail: converted as fast as they are read
+          convert_to_acc(staged, src, wo_padded_);
+          wp_[tap] = staged;
         }
+        continue;
       }
-      stage_line(&wrow_[tap * wo_padded_], wo_padded_, src, 0, 1, w_.s.j, g_.Wo);
-      wp_[tap] = &wrow_[tap * wo_padded_];
+      stage_line(staged, wo_padded_, src, 0, 1, w_.s.j, g_.Wo);
+      wp_[tap] = staged;
     }
     return wp_.data();
   }

@@ -21,6 +21,7 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
     StagedInput<T, A> xs(g, wo_padded, tasks.per);
     std::vector<A> gyrow(cg * wo_padded);    // grad_y of one output row, per channel
     std::vector<A> gwrow(taps * wo_padded);  // grad_w of one output row, per tap
+    std::vector<T> gwrow_t(std::is_same_v<T, A> ? 0 : taps * wo_padded);  // gwrow as T
     for (int64_t task = begin; task < end; ++task) {
       const auto [b, grp, i0, i1] = tasks[task];
       xs.stage(x, b, grp, i0, i1);
@@ -30,15 +31,24 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
                               1, g.Wo});
         kernel_grad_row<T, VB>(g, xs, i - i0, gyrow.data(), wo_padded, gwrow.data(), wo_padded);
         T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
+        // Contiguous rows are copied whole from gwrow (per vector through store_lanes' buffer
+        // was a stack round trip per 7-wide row, 1.6x slower for half types at 56x56); half
+        // types first convert every tap's row at once, as whole vectors, not a scalar tail
+        // per row.
+        if (gw.s.j == 1) {
+          const T* rows = nullptr;
+          if constexpr (std::is_same_v<T, A>) {
+            rows = gwrow.data();
+          } else {
+            convert_from_acc(gwrow_t.data(), gwrow.data(), taps * wo_padded);
+            rows = gwrow_t.data();
+          }
+          for (int64_t tap = 0; tap < taps; ++tap)
+            copy_elements(dst + tap_offset[tap], rows + tap * wo_padded, g.Wo);
+          continue;
+        }
         for (int64_t tap = 0; tap < taps; ++tap) {
           T* d = dst + tap_offset[tap];
-          // Contiguous rows are copied (converted) whole: per vector through store_lanes'
-          // buffer was 1.6x slower for half types at 56x56, and a stack round trip per
-          // 7-wide fp32 row.
-          if (gw.s.j == 1) {
-            convert_from_acc(d, &gwrow[tap * wo_padded], g.Wo);
-            continue;
-          }
           for (int64_t j = 0; j < g.Wo; j += VL)
             store_lanes<A>(d + j * gw.s.j, gw.s.j, load<VB>(&gwrow[tap * wo_padded + j]),
                            std::min(VL, g.Wo - j));

@@ -2,7 +2,7 @@
 // (convert_to_acc / convert_from_acc in csrc/cpu/kernel_common.h) against c10's scalar
 // conversions, bit for bit: every fp16 and bf16 value to fp32, and to fp16 / bf16 every fp32
 // rounding case — ties, values next to ties, subnormals, overflow, infinities, NaNs — plus
-// random bit patterns, at every length (the vector body and the scalar tail). Built by
+// random bit patterns, at every length from 0 to 20 both ways (the vector body and the tail). Built by
 // tests/test_cpp.py with the instruction-set flags of one kernel build (INVOLUTION_ISA).
 // Prints "ok N values" and exits 0, or the first mismatches and exits 1.
 #include "cpu/kernel_common.h"
@@ -72,6 +72,15 @@ int64_t check_type(const char* name, const std::vector<float>& floats) {
         std::printf("FAIL %s length %lld element %lld\n", name, (long long)n, (long long)k);
     if (raw(part[n]) != raw(T(7.0f)) && failures++ < 10)
       std::printf("FAIL %s length %lld wrote past the end\n", name, (long long)n);
+  }
+  for (int64_t n = 0; n <= 20; ++n) {  // and to fp32, from an odd offset
+    std::vector<float> part(n + 1, 7.0f);
+    ns::convert_to_acc(part.data(), all.data() + 15361, n);
+    for (int64_t k = 0; k < n; ++k)
+      if (bits(part[k]) != bits(static_cast<float>(all[15361 + k])) && failures++ < 10)
+        std::printf("FAIL %s -> fp32 length %lld element %lld\n", name, (long long)n, (long long)k);
+    if (part[n] != 7.0f && failures++ < 10)
+      std::printf("FAIL %s -> fp32 length %lld wrote past the end\n", name, (long long)n);
   }
   return static_cast<int64_t>(all.size() + floats.size());
 }
