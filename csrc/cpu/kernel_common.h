@@ -166,22 +166,26 @@ inline void convert8_from_acc(T* __restrict dst, const float* __restrict src) {
 #endif
 }
 
+// dst[k] = src[k] converted, for k < n: the body of convert_to_acc and convert_from_acc.
+template <typename D, typename S>
+inline void convert_elements(D* __restrict dst, const S* __restrict src, int64_t n) {
+  if constexpr (std::is_same_v<D, S>) return copy_elements(dst, src, n);
+  int64_t k = 0;
+  if constexpr (std::is_same_v<D, float> && has_vector_conversion<S, float>())
+    for (; k + 8 <= n; k += 8) convert8_to_acc(dst + k, src + k);
+  if constexpr (std::is_same_v<S, float> && has_vector_conversion<D, float>())
+    for (; k + 8 <= n; k += 8) convert8_from_acc(dst + k, src + k);
+  for (; k < n; ++k) dst[k] = static_cast<D>(src[k]);
+}
+
 template <typename T, typename A>
 inline void convert_to_acc(A* __restrict dst, const T* __restrict src, int64_t n) {
-  if constexpr (std::is_same_v<T, A>) return copy_elements(dst, src, n);
-  int64_t k = 0;
-  if constexpr (has_vector_conversion<T, A>())
-    for (; k + 8 <= n; k += 8) convert8_to_acc(dst + k, src + k);
-  for (; k < n; ++k) dst[k] = static_cast<A>(src[k]);
+  convert_elements(dst, src, n);
 }
 
 template <typename T, typename A>
 inline void convert_from_acc(T* __restrict dst, const A* __restrict src, int64_t n) {
-  if constexpr (std::is_same_v<T, A>) return copy_elements(dst, src, n);
-  int64_t k = 0;
-  if constexpr (has_vector_conversion<T, A>())
-    for (; k + 8 <= n; k += 8) convert8_from_acc(dst + k, src + k);
-  for (; k < n; ++k) dst[k] = static_cast<T>(src[k]);
+  convert_elements(dst, src, n);
 }
 
 template <int VB, typename A>
