@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import involution_ext
-from helpers import ISAS, Case, assert_close_scaled, check_forward, cpu_and_cuda, involution_loops, random_cases, to_device
+from helpers import ISAS, Case, assert_close_scaled, check_backward, check_forward, cpu_and_cuda, involution_loops, random_cases, to_device
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 CASES = random_cases(240, seed=1234)
@@ -111,3 +111,23 @@ def test_unfold_reference_matches_loops():
             involution2d_unfold(x, w, case.stride, case.padding, case.dilation),
             involution_loops(x, w, *case.args()),
         )
+
+
+# channels_last outputs whose groups fill whole vectors (8, 16, 24 and 40 channels per group:
+# blocks of 4, 2 and 1 vectors and their mixes) take the channels-on-lanes gathers; output
+# widths 1-9 run every pixel-block size, the blocks that overlap at a row's end among them.
+LANE_CASES = [
+    Case(B=2, C=16, G=2, H=5, W=1, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
+    Case(B=1, C=32, G=2, H=7, W=7, K=(7, 7), stride=(1, 1), padding=(3, 3), dilation=(1, 1)),
+    Case(B=2, C=48, G=2, H=6, W=9, K=(3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 1)),
+    Case(B=1, C=80, G=2, H=9, W=8, K=(3, 3), stride=(1, 2), padding=(2, 1), dilation=(2, 1)),
+    Case(B=2, C=64, G=8, H=5, W=3, K=(5, 5), stride=(1, 1), padding=(2, 2), dilation=(1, 1)),
+    Case(B=1, C=32, G=1, H=11, W=12, K=(7, 7), stride=(3, 3), padding=(3, 0), dilation=(1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channels_on_lanes(dtype, kernel_device):
+    for i, case in enumerate(LANE_CASES):
+        check_forward(case, dtype, channels_last=True, seed=i, device=kernel_device)
+        check_backward(case, dtype, channels_last=True, seed=i, device=kernel_device)

@@ -5,6 +5,8 @@
 //    with WeightRows supplying, per output row, one pointer per tap to the row's weights;
 //  * grad_input_gather: the gather of grad_input.cpp, with WeightStager staging the weights
 //    of the output rows a block of input rows touches.
+//  Both run with vectors along a row's columns, or, for channels_last outputs whose groups
+//  fill whole vectors, along the channels (lane_gather_row).
 //  * kernel_grad_row: one output row of the kernel's gradient, as grad_weight.cpp stores it
 //    and fused.cpp consumes it.
 // Included by forward.cpp, grad_input.cpp, grad_weight.cpp and fused.cpp, so compiled once per
@@ -39,6 +41,125 @@ __attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y
   }
 }
 
+// Channels on the vector lanes, for channels_last outputs: one vector holds VL consecutive
+// channels of a pixel and the pixel's weight is a broadcast scalar, so loads and stores are
+// whole contiguous vectors whatever the row width (the column-lane gather above fills 7 of 8
+// lanes on a 7-wide row, stages channels_last input through a transpose and stores a
+// channels_last output lane by lane).
+// Pixels staged pixel-major: row r (source row row0 + r) at dst + r * width * channels, its
+// column k (source column col0 + k) at + k * channels, channel c at + c; rows outside
+// [0, nrows) are zeros. Columns outside [0, ncols) are not written: the buffers' lines keep
+// their place from task to task, so those columns, zeroed once, stay zero.
+struct PixelBlock {
+  int64_t channels, s_c, s_h, s_w;  // channels per pixel; source strides
+  int64_t row0, rows, nrows, col0, width, ncols;
+};
+
+template <typename T, typename A>
+void stage_pixel_rows(A* dst, const T* src, const PixelBlock& P) {
+  const int64_t cs = P.channels;
+  const auto [lo, hi] = valid_columns(P.width, P.col0, 1, P.ncols);
+  for (int64_t r = 0; r < P.rows; ++r) {
+    const int64_t h = P.row0 + r;
+    A* line = dst + r * P.width * cs;
+    if (h < 0 || h >= P.nrows) {  // a padding row (it may hold a row of the previous task)
+      zero_elements(line + lo * cs, (hi - lo) * cs);
+      continue;
+    }
+    const T* px = src + h * P.s_h + (P.col0 + lo) * P.s_w;
+    for (int64_t k = lo; k < hi; ++k, px += P.s_w) {
+      if (P.s_c == 1) {
+        convert_to_acc(line + k * cs, px, cs);
+      } else {
+        for (int64_t c = 0; c < cs; ++c) line[k * cs + c] = static_cast<A>(px[c * P.s_c]);
+      }
+    }
+  }
+}
+
+// Input rows of one group staged pixel-major, [row][column][channel] in the accumulator type:
+// the input columns one output row reads, from column -pad_w, with a zero halo.
+template <typename T, typename A>
+struct StagedPixels {
+  const Geometry& g;
+  int64_t width;      // staged columns: (Wo - 1) * stride_w + (Kw - 1) * dil_w + 1
+  int64_t row_pitch;  // width * channels per group
+  std::vector<A> buf;
+  std::vector<int64_t> tap_offset;  // per (u, v): offset of the tap's input for column 0
+
+  // Lines keep their place from task to task: the halo columns, zeroed here, stay zero.
+  StagedPixels(const Geometry& geom, int64_t max_rows_per_task)
+      : g(geom), width((g.Wo - 1) * g.stride_w + (g.Kw - 1) * g.dil_w + 1),
+        row_pitch(width * g.channels_per_group()), tap_offset(g.taps()) {
+    buf.assign(((max_rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1) * row_pitch,
+               A(0));
+    for (int64_t tap = 0; tap < g.taps(); ++tap)
+      tap_offset[tap] = (tap / g.Kw) * g.dil_h * row_pitch +
+                        (tap % g.Kw) * g.dil_w * g.channels_per_group();
+  }
+
+  // Stages the input rows of output rows [i0, i1) of group `grp` in batch b.
+  void stage(View4<const T> x, int64_t b, int64_t grp, int64_t i0, int64_t i1) {
+    const int64_t cg = g.channels_per_group();
+    stage_pixel_rows(buf.data(), x.data + b * x.s.b + grp * cg * x.s.c,
+                     PixelBlock{cg, x.s.c, x.s.h, x.s.w, i0 * g.stride_h - g.pad_h,
+                                (i1 - 1 - i0) * g.stride_h + (g.Kh - 1) * g.dil_h + 1, g.H,
+                                -g.pad_w, width, g.W});
+  }
+  int64_t row_offset(int64_t local_row) const { return local_row * g.stride_h * row_pitch; }
+};
+
+// Output pixels [0, wo) of one row, NV vectors of channels: y[j][n] = sum over taps of
+// wp[tap][j] * x[tap_offset[tap] + j * col_step][n], in blocks of P pixels (P * NV
+// accumulators in registers); the last block overlaps the one before rather than running a
+// tail (its pixels are worked out again, to the same values). Needs wo >= P.
+template <typename T, int VB, int NV, int P, typename A>
+__attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sw, const A* const* wp,
+                                               const A* x, int64_t col_step,
+                                               const int64_t* tap_offset, int64_t taps,
+                                               int64_t wo) {
+  constexpr int64_t VL = kLanes<A, VB>;
+  for (int64_t j0 = 0; j0 < wo; j0 += P) {
+    const int64_t j = std::min(j0, wo - P);
+    Vec<A, VB> acc[P][NV] = {};
+    for (int64_t tap = 0; tap < taps; ++tap) {
+      const A* w = wp[tap] + j;
+      const A* xp = x + tap_offset[tap] + j * col_step;
+#pragma GCC unroll 16
+      for (int p = 0; p < P; ++p) {
+        const A wv = w[p];
+#pragma GCC unroll 4
+        for (int n = 0; n < NV; ++n) acc[p][n] += wv * load<VB>(xp + p * col_step + n * VL);
+      }
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) store_lanes<A>(y + (j + p) * y_sw + n * VL, 1, acc[p][n], VL);
+  }
+}
+
+// Accumulators of lane_gather_row: 8 independent FMA chains cover the FMA latency of
+// current x86 cores (4 cycles, 2 per cycle).
+constexpr int kLaneAccumulators = 8;
+
+// lane_gather_row with the widest block of pixels the row allows.
+template <typename T, int VB, int NV, int P = kLaneAccumulators / NV, typename A>
+void lane_gather_row_any(T* y, int64_t y_sw, const A* const* wp, const A* x, int64_t col_step,
+                         const int64_t* tap_offset, int64_t taps, int64_t wo) {
+  if constexpr (P > 1) {
+    if (wo < P) return lane_gather_row_any<T, VB, NV, P / 2>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
+  }
+  lane_gather_row<T, VB, NV, P>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
+}
+
+// Whether the gathers put channels on the lanes: the output is channels_last (its
+// channels contiguous) and a group's channels fill whole vectors.
+template <typename A, int VB>
+bool channels_on_lanes(const Geometry& g, int64_t out_channel_stride) {
+  return out_channel_stride == 1 && g.channels_per_group() % kLanes<A, VB> == 0;
+}
+
 // WeightRows (one per thread, from make_rows(wo_padded, rows_per_task)):
 //   void begin_task(int64_t b, int64_t grp, int64_t i0, int64_t i1);
 //   const A* const* row(int64_t i);  // per tap: wo_padded weights of output row i
@@ -54,23 +175,43 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
   const RowTasks tasks = staged_row_tasks<T>(g, wo_padded, weight_row_bytes, order);
-  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-    StagedInput<T, A> xs(g, wo_padded, tasks.per);
-    auto rows = make_rows(wo_padded, tasks.per);
-    for (int64_t task = begin; task < end; ++task) {
-      const auto [b, grp, i0, i1] = tasks[task];
-      xs.stage(x, b, grp, i0, i1);
-      rows.begin_task(b, grp, i0, i1);
-      for (int64_t i = i0; i < i1; ++i) {
-        const A* const* wp = rows.row(i);
-        for_each_channel_block(cg, [&](auto cb, int64_t c0) {
-          gather_row_block<T, VB, decltype(cb)::value>(
-              y.data + b * y.s.b + (grp * cg + c0) * y.s.c + i * y.s.h, y.s.c, y.s.w, wp,
-              xs.buf.data() + c0 * xs.channel_stride, xs.channel_stride, xs.row_offset(i - i0),
-              xs.tap_offset.data(), taps, g.Wo, wo_padded);
-        });
+  // Per task: stage its input rows, then body(staged, weights of row i, b, grp, i, i0) per row.
+  auto run_tasks = [&](auto make_staged, auto&& body) {
+    at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+      auto xs = make_staged();
+      auto rows = make_rows(wo_padded, tasks.per);
+      for (int64_t task = begin; task < end; ++task) {
+        const auto [b, grp, i0, i1] = tasks[task];
+        xs.stage(x, b, grp, i0, i1);
+        rows.begin_task(b, grp, i0, i1);
+        for (int64_t i = i0; i < i1; ++i) body(xs, rows.row(i), b, grp, i, i0);
       }
-    }
+    });
+  };
+  auto out_row = [&](int64_t b, int64_t grp, int64_t i) {
+    return y.data + b * y.s.b + grp * cg * y.s.c + i * y.s.h;
+  };
+  if (channels_on_lanes<A, VB>(g, y.s.c)) {
+    return run_tasks([&] { return StagedPixels<T, A>(g, tasks.per); },
+                     [&](const StagedPixels<T, A>& xs, const A* const* wp, int64_t b,
+                         int64_t grp, int64_t i, int64_t i0) {
+      const A* xrow = xs.buf.data() + xs.row_offset(i - i0);
+      for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
+        lane_gather_row_any<T, VB, decltype(nv)::value>(
+            out_row(b, grp, i) + v0 * VL, y.s.w, wp, xrow + v0 * VL, g.stride_w * cg,
+            xs.tap_offset.data(), taps, g.Wo);
+      });
+    });
+  }
+  run_tasks([&] { return StagedInput<T, A>(g, wo_padded, tasks.per); },
+            [&](const StagedInput<T, A>& xs, const A* const* wp, int64_t b, int64_t grp,
+                int64_t i, int64_t i0) {
+    for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+      gather_row_block<T, VB, decltype(cb)::value>(
+          out_row(b, grp, i) + c0 * y.s.c, y.s.c, y.s.w, wp,
+          xs.buf.data() + c0 * xs.channel_stride, xs.channel_stride, xs.row_offset(i - i0),
+          xs.tap_offset.data(), taps, g.Wo, wo_padded);
+    });
   });
 }
 
@@ -115,10 +256,15 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged lines (of grad_output channels and of weight taps) at fixed places: halos stay zero.
   const int64_t plane_stride = max_out_rows * staged_width;
 
+  // Channels on the lanes (channels_last grad_input): grad_output staged pixel-major, and
+  // each residue's columns run through lane_gather_row with per-tap weight pointers.
+  const bool lanes = channels_on_lanes<A, VB>(g, gx.s.c);
+
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> gybuf(cg * plane_stride);
+    std::vector<A> gybuf(cg * plane_stride);  // [c][row][col], or [row][col][c] with lanes
     std::vector<A> wbuf(taps * plane_stride);
     std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
+    std::vector<const A*> w_ptr(taps);
     auto stager = make_stager(max_out_rows, staged_width);
     for (int64_t task = begin; task < end; ++task) {
       const auto [b, grp, h0, h1] = tasks[task];
@@ -126,9 +272,15 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
       const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
       const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
       const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
-      stage_lines(gybuf.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
-                  LineBlock{cg, ni, staged_width, plane_stride, staged_width, gy.s.c, gy.s.h,
-                            gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo, /*halo_zeroed=*/true});
+      const T* gy_planes = gy.data + b * gy.s.b + grp * cg * gy.s.c;
+      if (lanes)
+        stage_pixel_rows(gybuf.data(), gy_planes,
+                         PixelBlock{cg, gy.s.c, gy.s.h, gy.s.w, ilo, ni, g.Ho, col_lo,
+                                    staged_width, g.Wo});
+      else
+        stage_lines(gybuf.data(), gy_planes,
+                    LineBlock{cg, ni, staged_width, plane_stride, staged_width, gy.s.c, gy.s.h,
+                              gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo, /*halo_zeroed=*/true});
       stager.stage(wbuf.data(), plane_stride, b, grp, ilo, ni, staged_width, col_lo);
 
       for (int64_t h = h0; h < h1; ++h) {
@@ -149,10 +301,23 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
             }
           }
           const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
+          T* gx_row = gx.data + b * gx.s.b + grp * cg * gx.s.c + h * gx.s.h + rw * gx.s.w;
+          if (lanes) {
+            for (int64_t n = 0; n < ntaps; ++n) {
+              w_ptr[n] = wbuf.data() + w_off[n];
+              gy_off[n] *= cg;
+            }
+            for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
+              lane_gather_row_any<T, VB, decltype(nv)::value>(
+                  gx_row + v0 * VL, sw * gx.s.w, w_ptr.data(), gybuf.data() + v0 * VL, cg,
+                  gy_off.data(), ntaps, count);
+            });
+            continue;
+          }
           for_each_channel_block(cg, [&](auto cb, int64_t c0) {
             constexpr int CB = decltype(cb)::value;
             const A* gyc = gybuf.data() + c0 * plane_stride;
-            T* dst = gx.data + b * gx.s.b + (grp * cg + c0) * gx.s.c + h * gx.s.h + rw * gx.s.w;
+            T* dst = gx_row + c0 * gx.s.c;
             for (int64_t t = 0; t < count; t += VL) {
               Vec<A, VB> acc[CB] = {};
               for (int64_t n = 0; n < ntaps; ++n) {

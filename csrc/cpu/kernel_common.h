@@ -387,6 +387,19 @@ inline void for_each_channel_block(int64_t channels, Body&& body) {
   run(std::integral_constant<int, 1>{});
 }
 
+// Calls body(std::integral_constant<int, NV>, v0) over [0, vectors) in blocks of 4, 2, 1
+// vectors: the channel blocks of the channels-on-lanes gathers.
+template <typename Body>
+inline void for_each_lane_block(int64_t vectors, Body&& body) {
+  int64_t v0 = 0;
+  auto run = [&](auto nv) {
+    for (; vectors - v0 >= decltype(nv)::value; v0 += decltype(nv)::value) body(nv, v0);
+  };
+  run(std::integral_constant<int, 4>{});
+  run(std::integral_constant<int, 2>{});
+  run(std::integral_constant<int, 1>{});
+}
+
 // Rows per task: as many as max_rows (see rows_within_budget), but keep enough tasks to
 // occupy every thread.
 inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows, int64_t max_rows = 8) {
