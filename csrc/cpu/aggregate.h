@@ -112,19 +112,24 @@ struct StagedPixels {
 // Output pixels [0, wo) of one row, NV vectors of channels: y[j][n] = sum over taps of
 // wp[tap][j] * x[tap_offset[tap] + j * col_step][n], in blocks of P pixels (P * NV
 // accumulators in registers); the last block overlaps the one before rather than running a
-// tail (its pixels are worked out again, to the same values). Needs wo >= P.
-template <typename T, int VB, int NV, int P, typename A>
+// tail (its pixels are worked out again, to the same values). Needs wo >= P. CS, when not 0,
+// is col_step known at compile time: the P pixels' loads then take constant displacements
+// from one pointer (with col_step in a register GCC spent more instructions on addresses
+// than on FMAs, and spilled).
+template <typename T, int VB, int NV, int P, int CS, typename A>
 __attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sw, const A* const* wp,
-                                               const A* x, int64_t col_step,
+                                               const A* x, int64_t col_step_arg,
                                                const int64_t* tap_offset, int64_t taps,
                                                int64_t wo) {
   constexpr int64_t VL = kLanes<A, VB>;
+  const int64_t col_step = CS != 0 ? CS : col_step_arg;
   for (int64_t j0 = 0; j0 < wo; j0 += P) {
     const int64_t j = std::min(j0, wo - P);
+    const A* xj = x + j * col_step;
     Vec<A, VB> acc[P][NV] = {};
     for (int64_t tap = 0; tap < taps; ++tap) {
       const A* w = wp[tap] + j;
-      const A* xp = x + tap_offset[tap] + j * col_step;
+      const A* xp = xj + tap_offset[tap];
 #pragma GCC unroll 16
       for (int p = 0; p < P; ++p) {
         const A wv = w[p];
@@ -143,14 +148,20 @@ __attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sw, const A* cons
 // current x86 cores (4 cycles, 2 per cycle).
 constexpr int kLaneAccumulators = 8;
 
-// lane_gather_row with the widest block of pixels the row allows.
+// lane_gather_row with the widest block of pixels the row allows; at full width, with the
+// column step fixed when it is one block of channels (a group of NV vectors, stride 1).
 template <typename T, int VB, int NV, int P = kLaneAccumulators / NV, typename A>
 void lane_gather_row_any(T* y, int64_t y_sw, const A* const* wp, const A* x, int64_t col_step,
                          const int64_t* tap_offset, int64_t taps, int64_t wo) {
+  constexpr int kBlock = NV * kLanes<A, VB>;
+  if constexpr (P == kLaneAccumulators / NV) {
+    if (wo >= P && col_step == kBlock)
+      return lane_gather_row<T, VB, NV, P, kBlock>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
+  }
   if constexpr (P > 1) {
     if (wo < P) return lane_gather_row_any<T, VB, NV, P / 2>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
   }
-  lane_gather_row<T, VB, NV, P>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
+  lane_gather_row<T, VB, NV, P, 0>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
 }
 
 // Whether the gathers put channels on the lanes: the output is channels_last (its
