@@ -113,8 +113,10 @@ def test_unfold_reference_matches_loops():
         )
 
 
-# channels_last outputs whose groups fill whole vectors (8, 16, 24 and 40 channels per group:
-# blocks of 4, 2 and 1 vectors and their mixes) take the channels-on-lanes gathers; output
+# Groups that fill whole vectors (8, 16, 24 and 40 channels per group: blocks of 4, 2 and 1
+# vectors and their mixes) take the channels-on-lanes gathers when the output is
+# channels_last (the forward also in NCHW when its rows are at most one vector wide: output
+# widths 1-8 here);
 # widths 1-9 run every pixel-block size, the blocks that overlap at a row's end among them.
 LANE_CASES = [
     Case(B=2, C=16, G=2, H=5, W=1, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
@@ -127,7 +129,8 @@ LANE_CASES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_channels_on_lanes(dtype, kernel_device):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_on_lanes(dtype, channels_last, kernel_device):
     for i, case in enumerate(LANE_CASES):
-        check_forward(case, dtype, channels_last=True, seed=i, device=kernel_device)
-        check_backward(case, dtype, channels_last=True, seed=i, device=kernel_device)
+        check_forward(case, dtype, channels_last, seed=i, device=kernel_device)
+        check_backward(case, dtype, channels_last, seed=i, device=kernel_device)

@@ -5,8 +5,8 @@
 //    with WeightRows supplying, per output row, one pointer per tap to the row's weights;
 //  * grad_input_gather: the gather of grad_input.cpp, with WeightStager staging the weights
 //    of the output rows a block of input rows touches.
-//  Both run with vectors along a row's columns, or, for channels_last outputs whose groups
-//  fill whole vectors, along the channels (lane_gather_row).
+//  Both run with vectors along a row's columns or, where a group's channels fill whole
+//  vectors, along the channels (lane_gather_row; group_fills_vectors says when).
 //  * kernel_grad_row: one output row of the kernel's gradient, as grad_weight.cpp stores it
 //    and fused.cpp consumes it.
 // Included by forward.cpp, grad_input.cpp, grad_weight.cpp and fused.cpp, so compiled once per
@@ -41,7 +41,7 @@ __attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y
   }
 }
 
-// Channels on the vector lanes, for channels_last outputs: one vector holds VL consecutive
+// Channels on the vector lanes (see group_fills_vectors for when): one vector holds VL consecutive
 // channels of a pixel and the pixel's weight is a broadcast scalar, so loads and stores are
 // whole contiguous vectors whatever the row width (the column-lane gather above fills 7 of 8
 // lanes on a 7-wide row, stages channels_last input through a transpose and stores a
@@ -117,7 +117,7 @@ struct StagedPixels {
 // from one pointer (with col_step in a register GCC spent more instructions on addresses
 // than on FMAs, and spilled).
 template <typename T, int VB, int NV, int P, int CS, typename A>
-__attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sw, const A* const* wp,
+__attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sc, int64_t y_sw, const A* const* wp,
                                                const A* x, int64_t col_step_arg,
                                                const int64_t* tap_offset, int64_t taps,
                                                int64_t wo) {
@@ -140,7 +140,7 @@ __attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sw, const A* cons
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
-      for (int n = 0; n < NV; ++n) store_lanes<A>(y + (j + p) * y_sw + n * VL, 1, acc[p][n], VL);
+      for (int n = 0; n < NV; ++n) store_lanes<A>(y + (j + p) * y_sw + n * VL * y_sc, y_sc, acc[p][n], VL);
   }
 }
 
@@ -151,24 +151,29 @@ constexpr int kLaneAccumulators = 8;
 // lane_gather_row with the widest block of pixels the row allows; at full width, with the
 // column step fixed when it is one block of channels (a group of NV vectors, stride 1).
 template <typename T, int VB, int NV, int P = kLaneAccumulators / NV, typename A>
-void lane_gather_row_any(T* y, int64_t y_sw, const A* const* wp, const A* x, int64_t col_step,
+void lane_gather_row_any(T* y, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x, int64_t col_step,
                          const int64_t* tap_offset, int64_t taps, int64_t wo) {
   constexpr int kBlock = NV * kLanes<A, VB>;
   if constexpr (P == kLaneAccumulators / NV) {
     if (wo >= P && col_step == kBlock)
-      return lane_gather_row<T, VB, NV, P, kBlock>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
+      return lane_gather_row<T, VB, NV, P, kBlock>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, wo);
   }
   if constexpr (P > 1) {
-    if (wo < P) return lane_gather_row_any<T, VB, NV, P / 2>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
+    if (wo < P) return lane_gather_row_any<T, VB, NV, P / 2>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, wo);
   }
-  lane_gather_row<T, VB, NV, P, 0>(y, y_sw, wp, x, col_step, tap_offset, taps, wo);
+  lane_gather_row<T, VB, NV, P, 0>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, wo);
 }
 
-// Whether the gathers put channels on the lanes: the output is channels_last (its
-// channels contiguous) and a group's channels fill whole vectors.
+// The channels-on-lanes gathers need a group's channels to fill whole vectors. The forward
+// takes them for channels_last outputs (channels contiguous) and for rows no wider than one
+// vector: such rows (RedNet's 7x7 stage) leave column lanes idle and pay a row's fixed costs
+// for one vector of outputs: even with the NCHW input staged and the output stored lane by
+// lane, the forward took 0.76x (fp32), 0.83x (fp16), 0.96x (bf16) the column lanes' time at
+// 7x7.
+// grad_input takes them for channels_last outputs only (at 7x7 NCHW: 1.06x).
 template <typename A, int VB>
-bool channels_on_lanes(const Geometry& g, int64_t out_channel_stride) {
-  return out_channel_stride == 1 && g.channels_per_group() % kLanes<A, VB> == 0;
+bool group_fills_vectors(const Geometry& g) {
+  return g.channels_per_group() % kLanes<A, VB> == 0;
 }
 
 // WeightRows (one per thread, from make_rows(wo_padded, rows_per_task)):
@@ -202,14 +207,14 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
   auto out_row = [&](int64_t b, int64_t grp, int64_t i) {
     return y.data + b * y.s.b + grp * cg * y.s.c + i * y.s.h;
   };
-  if (channels_on_lanes<A, VB>(g, y.s.c)) {
+  if (group_fills_vectors<A, VB>(g) && (y.s.c == 1 || g.Wo <= VL)) {
     return run_tasks([&] { return StagedPixels<T, A>(g, tasks.per); },
                      [&](const StagedPixels<T, A>& xs, const A* const* wp, int64_t b,
                          int64_t grp, int64_t i, int64_t i0) {
       const A* xrow = xs.buf.data() + xs.row_offset(i - i0);
       for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
         lane_gather_row_any<T, VB, decltype(nv)::value>(
-            out_row(b, grp, i) + v0 * VL, y.s.w, wp, xrow + v0 * VL, g.stride_w * cg,
+            out_row(b, grp, i) + v0 * VL * y.s.c, y.s.c, y.s.w, wp, xrow + v0 * VL, g.stride_w * cg,
             xs.tap_offset.data(), taps, g.Wo);
       });
     });
@@ -267,9 +272,9 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged lines (of grad_output channels and of weight taps) at fixed places: halos stay zero.
   const int64_t plane_stride = max_out_rows * staged_width;
 
-  // Channels on the lanes (channels_last grad_input): grad_output staged pixel-major, and
+  // Channels on the lanes (see group_fills_vectors): grad_output staged pixel-major, and
   // each residue's columns run through lane_gather_row with per-tap weight pointers.
-  const bool lanes = channels_on_lanes<A, VB>(g, gx.s.c);
+  const bool lanes = group_fills_vectors<A, VB>(g) && gx.s.c == 1;
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     std::vector<A> gybuf(cg * plane_stride);  // [c][row][col], or [row][col][c] with lanes
@@ -320,7 +325,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
             }
             for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
               lane_gather_row_any<T, VB, decltype(nv)::value>(
-                  gx_row + v0 * VL, sw * gx.s.w, w_ptr.data(), gybuf.data() + v0 * VL, cg,
+                  gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr.data(), gybuf.data() + v0 * VL, cg,
                   gy_off.data(), ntaps, count);
             });
             continue;
