@@ -5,10 +5,10 @@
 //    with WeightRows supplying, per output row, one pointer per tap to the row's weights;
 //  * grad_input_gather: the gather of grad_input.cpp, with WeightStager staging the weights
 //    of the output rows a block of input rows touches.
-//  Both run with vectors along a row's columns or, where a group's channels fill whole
-//  vectors, along the channels (lane_gather_row; group_fills_vectors says when).
 //  * kernel_grad_row: one output row of the kernel's gradient, as grad_weight.cpp stores it
 //    and fused.cpp consumes it.
+// The two gathers run with vectors along a row's columns or, where a group's channels fill
+// whole vectors, along the channels (lane_gather_row; group_fills_vectors says when).
 // Included by forward.cpp, grad_input.cpp, grad_weight.cpp and fused.cpp, so compiled once per
 // instruction set.
 #pragma once
@@ -41,11 +41,11 @@ __attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y
   }
 }
 
-// Channels on the vector lanes (see group_fills_vectors for when): one vector holds VL consecutive
-// channels of a pixel and the pixel's weight is a broadcast scalar, so loads and stores are
-// whole contiguous vectors whatever the row width (the column-lane gather above fills 7 of 8
-// lanes on a 7-wide row, stages channels_last input through a transpose and stores a
-// channels_last output lane by lane).
+// Channels on the vector lanes (see group_fills_vectors for when): one vector holds VL
+// consecutive channels of a pixel and the pixel's weight is a broadcast scalar, so loads (and
+// stores, for channels_last outputs) are whole contiguous vectors whatever the row width (the
+// column-lane gather above fills 7 of 8 lanes on a 7-wide row, stages channels_last input
+// through a transpose and stores a channels_last output lane by lane).
 // Pixels staged pixel-major: row r (source row row0 + r) at dst + r * width * channels, its
 // column k (source column col0 + k) at + k * channels, channel c at + c; rows outside
 // [0, nrows) are zeros. Columns outside [0, ncols) are not written: the buffers' lines keep
@@ -109,18 +109,19 @@ struct StagedPixels {
   int64_t row_offset(int64_t local_row) const { return local_row * g.stride_h * row_pitch; }
 };
 
-// Output pixels [0, wo) of one row, NV vectors of channels: y[j][n] = sum over taps of
-// wp[tap][j] * x[tap_offset[tap] + j * col_step][n], in blocks of P pixels (P * NV
+// Output pixels [0, wo) of one row, NV vectors of channels: channel c of pixel j, stored at
+// y[j * y_sw + c * y_sc] (one vector store when y_sc == 1), is the sum over taps of
+// wp[tap][j] * x[tap_offset[tap] + j * col_step + c], in blocks of P pixels (P * NV
 // accumulators in registers); the last block overlaps the one before rather than running a
 // tail (its pixels are worked out again, to the same values). Needs wo >= P. CS, when not 0,
 // is col_step known at compile time: the P pixels' loads then take constant displacements
 // from one pointer (with col_step in a register GCC spent more instructions on addresses
 // than on FMAs, and spilled).
 template <typename T, int VB, int NV, int P, int CS, typename A>
-__attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sc, int64_t y_sw, const A* const* wp,
-                                               const A* x, int64_t col_step_arg,
-                                               const int64_t* tap_offset, int64_t taps,
-                                               int64_t wo) {
+__attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sc, int64_t y_sw,
+                                               const A* const* wp, const A* x,
+                                               int64_t col_step_arg, const int64_t* tap_offset,
+                                               int64_t taps, int64_t wo) {
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t col_step = CS != 0 ? CS : col_step_arg;
   for (int64_t j0 = 0; j0 < wo; j0 += P) {
@@ -140,7 +141,8 @@ __attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sc, int64_t y_sw,
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
-      for (int n = 0; n < NV; ++n) store_lanes<A>(y + (j + p) * y_sw + n * VL * y_sc, y_sc, acc[p][n], VL);
+      for (int n = 0; n < NV; ++n)
+        store_lanes<A>(y + (j + p) * y_sw + n * VL * y_sc, y_sc, acc[p][n], VL);
   }
 }
 
@@ -151,15 +153,18 @@ constexpr int kLaneAccumulators = 8;
 // lane_gather_row with the widest block of pixels the row allows; at full width, with the
 // column step fixed when it is one block of channels (a group of NV vectors, stride 1).
 template <typename T, int VB, int NV, int P = kLaneAccumulators / NV, typename A>
-void lane_gather_row_any(T* y, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x, int64_t col_step,
-                         const int64_t* tap_offset, int64_t taps, int64_t wo) {
+void lane_gather_row_any(T* y, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x,
+                         int64_t col_step, const int64_t* tap_offset, int64_t taps, int64_t wo) {
   constexpr int kBlock = NV * kLanes<A, VB>;
   if constexpr (P == kLaneAccumulators / NV) {
     if (wo >= P && col_step == kBlock)
-      return lane_gather_row<T, VB, NV, P, kBlock>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, wo);
+      return lane_gather_row<T, VB, NV, P, kBlock>(y, y_sc, y_sw, wp, x, col_step, tap_offset,
+                                                   taps, wo);
   }
   if constexpr (P > 1) {
-    if (wo < P) return lane_gather_row_any<T, VB, NV, P / 2>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, wo);
+    if (wo < P)
+      return lane_gather_row_any<T, VB, NV, P / 2>(y, y_sc, y_sw, wp, x, col_step, tap_offset,
+                                                   taps, wo);
   }
   lane_gather_row<T, VB, NV, P, 0>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, wo);
 }
@@ -169,8 +174,7 @@ void lane_gather_row_any(T* y, int64_t y_sc, int64_t y_sw, const A* const* wp, c
 // vector: such rows (RedNet's 7x7 stage) leave column lanes idle and pay a row's fixed costs
 // for one vector of outputs: even with the NCHW input staged and the output stored lane by
 // lane, the forward took 0.76x (fp32), 0.83x (fp16), 0.96x (bf16) the column lanes' time at
-// 7x7.
-// grad_input takes them for channels_last outputs only (at 7x7 NCHW: 1.06x).
+// 7x7. grad_input takes them for channels_last outputs only (NCHW at 7x7: 1.06x).
 template <typename A, int VB>
 bool group_fills_vectors(const Geometry& g) {
   return g.channels_per_group() % kLanes<A, VB> == 0;
@@ -214,8 +218,8 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
       const A* xrow = xs.buf.data() + xs.row_offset(i - i0);
       for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
         lane_gather_row_any<T, VB, decltype(nv)::value>(
-            out_row(b, grp, i) + v0 * VL * y.s.c, y.s.c, y.s.w, wp, xrow + v0 * VL, g.stride_w * cg,
-            xs.tap_offset.data(), taps, g.Wo);
+            out_row(b, grp, i) + v0 * VL * y.s.c, y.s.c, y.s.w, wp, xrow + v0 * VL,
+            g.stride_w * cg, xs.tap_offset.data(), taps, g.Wo);
       });
     });
   }
@@ -325,8 +329,8 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
             }
             for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
               lane_gather_row_any<T, VB, decltype(nv)::value>(
-                  gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr.data(), gybuf.data() + v0 * VL, cg,
-                  gy_off.data(), ntaps, count);
+                  gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr.data(),
+                  gybuf.data() + v0 * VL, cg, gy_off.data(), ntaps, count);
             });
             continue;
           }
