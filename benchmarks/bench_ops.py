@@ -8,6 +8,9 @@ under build/benchmarks/ (--results-dir benchmarks/results updates the committed 
     python benchmarks/bench_ops.py                 # CPU, fp32 + bf16, both layouts
     python benchmarks/bench_ops.py --quick         # fewer repetitions, fp32 only
     python benchmarks/bench_ops.py --device cuda   # + fp16, bwd alone, the per-element baseline
+
+On the CPU our op is also timed, side by side, with the kernels of every other instruction
+set the machine runs (--isas): on an AVX-512 machine, the AVX2 and the baseline kernels.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from common import (copy_bandwidth_gbps, machine, noisy, peak_extra_mb, report_disturbance,  # the script's folder
-                    timeit, until_stopped, versus, write_results)
+from common import (available_cpu_isas, copy_bandwidth_gbps, cpu_isa_selected, machine, noisy,  # the script's folder
+                    peak_extra_mb, report_disturbance, timeit, until_stopped, versus, write_results)
 
 import involution_ext
 from involution_ext.reference import involution2d_unfold
@@ -40,6 +43,7 @@ class Row:
     spread_ms: dict = field(default_factory=dict)
     peak_extra_mb: dict = field(default_factory=dict)
     gbps: float = 0.0
+    bytes: int = 0  # the minimum traffic behind gbps
 
 
 def make_inputs(C, H, stride, dtype, channels_last, device, batch, requires_grad=False):
@@ -59,10 +63,20 @@ def make_inputs(C, H, stride, dtype, channels_last, device, batch, requires_grad
     return x, w, dense, depthwise, Ho
 
 
-def methods(x, w, dense, depthwise, stride):
+# Our op under a further CPU instruction set: method "involution_ext@<isa>".
+ISA_METHOD = "involution_ext@"
+
+
+def isa_of(method):
+    return method[len(ISA_METHOD):] if method.startswith(ISA_METHOD) else None
+
+
+def methods(x, w, dense, depthwise, stride, isas=()):
     p = K // 2
+    ours = lambda: involution_ext.involution2d(x, w, stride, p, 1)  # noqa: E731
     out = {
-        "involution_ext": lambda: involution_ext.involution2d(x, w, stride, p, 1),
+        "involution_ext": ours,
+        **{ISA_METHOD + isa: ours for isa in isas},
         "unfold": lambda: involution2d_unfold(x, w, stride, p, 1),
         "depthwise7x7": lambda: F.conv2d(x, depthwise, None, stride, p, 1, x.shape[1]),
         "dense3x3": lambda: F.conv2d(x, dense, None, stride, 1),
@@ -124,6 +138,13 @@ def run(args, result):
     if args.budget:
         budget = args.budget
     result["batches"] = batches
+    if device.type != "cpu" or args.isas == "none":
+        isas = []
+    elif args.isas:
+        isas = args.isas.split(",")
+    else:
+        isas = available_cpu_isas()[1:]
+    result["isas"] = isas
     bandwidth = result["bandwidth"] = copy_bandwidth_gbps(device)
     rows = result["rows"]
     for batch, dtype in [(b, d) for b in batches for d in dtypes]:
@@ -136,8 +157,8 @@ def run(args, result):
                     x, w, dense, dw, Ho = make_inputs(C, H, stride, dtype, channels_last, device, batch, grad)
                     row = Row(shape, layout, str(dtype).replace("torch.", ""), pass_)
                     second = {"depthwise7x7": dw, "dense3x3": dense}
-                    for name, fn in methods(x, w, dense, dw, stride).items():
-                        with torch.no_grad() if not grad else torch.enable_grad():
+                    for name, fn in methods(x, w, dense, dw, stride, isas).items():
+                        with torch.no_grad() if not grad else torch.enable_grad(), cpu_isa_selected(isa_of(name)):
                             call = timed_call(fn, pass_, x, second.get(name, w))
                             slow = name == "unfold"
                             t, spread = timeit(call, device, 3 if slow else reps, budget / 3 if slow else budget)
@@ -150,6 +171,7 @@ def run(args, result):
                              "bwd": y_numel + 2 * x.numel() + 2 * w.numel()}.get(pass_)
                     if elems:
                         row.gbps = elems * x.element_size() / (row.times_ms["involution_ext"] * 1e-3) / 1e9
+                        row.bytes = elems * x.element_size()
                     rows.append(row)
                     print_row(row, bandwidth)
     result["bandwidth_after"] = copy_bandwidth_gbps(device)
@@ -174,6 +196,11 @@ def print_row(row: Row, bandwidth: float):
         f"{ours / t['depthwise7x7']:9.2f}{bw}{row.peak_extra_mb['involution_ext']:9.1f}{row.peak_extra_mb['unfold']:10.1f}",
         flush=True,
     )
+    for name, ms in t.items():
+        if isa_of(name):
+            pct = f", {100 * row.bytes / (ms * 1e-3) / 1e9 / bandwidth:.0f} % of copy" if row.bytes else ""
+            print(f"{'':<21}{'':<14}{'':<9}{'  ' + isa_of(name):<8}{ms:9.2f}{'':11}{'':10}{'':9}{t['unfold'] / ms:10.1f}"
+                  f"   ({ms / ours:.2f}x the time of {involution_ext.cpu_isa()}{pct})", flush=True)
 
 
 print_row.first = True
@@ -198,11 +225,13 @@ def summarize(rows, bandwidth, device_type):
             if mem["involution_ext"] > 0:
                 parts.append(f"{mem['unfold'] / mem['involution_ext']:5.1f}x less peak memory than unfold (>= 10)")
             lines.append(head + ", ".join(parts))
-        elif r.dtype == "float32" and r.pass_ == "fwd":
-            lines.append(f"{head}{versus(t['unfold'], t['involution_ext']):>12} than unfold (target >= 40x faster), "
-                         f"{t['involution_ext'] / t['dense3x3']:.2f}x the dense 3x3 conv's time (target <= 0.6)")
-        elif r.dtype == "float32" and r.pass_ == "fwd+bwd":
-            lines.append(f"{head}{versus(t['unfold'], t['involution_ext']):>12} than unfold (target >= 30x faster)")
+        elif r.dtype == "float32" and r.pass_ in ("fwd", "fwd+bwd"):
+            others = "".join(f", {isa_of(n)} {t['unfold'] / ms:.1f}x" for n, ms in t.items() if isa_of(n))
+            if r.pass_ == "fwd":
+                lines.append(f"{head}{versus(t['unfold'], t['involution_ext']):>12} than unfold{others} (target >= 40x faster), "
+                             f"{t['involution_ext'] / t['dense3x3']:.2f}x the dense 3x3 conv's time (target <= 0.6)")
+            else:
+                lines.append(f"{head}{versus(t['unfold'], t['involution_ext']):>12} than unfold{others} (target >= 30x faster)")
     return lines
 
 
@@ -216,7 +245,8 @@ def plot(rows, path, title):
     ncols = 2
     nrows = (len(groups) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 4.2 * nrows), squeeze=False)
-    names = [n for n in ["involution_ext", "per_element", "unfold", "depthwise7x7", "dense3x3"] if n in rows[0].times_ms]
+    names = [n for n in ["involution_ext", *(n for n in rows[0].times_ms if isa_of(n)), "per_element", "unfold",
+                         "depthwise7x7", "dense3x3"] if n in rows[0].times_ms]
     for ax, (dtype, pass_) in zip(axes.flat, groups):
         sel = [r for r in rows if r.dtype == dtype and r.pass_ == pass_]
         labels = [f"{r.shape.split(' ', 1)[1]}\n{'CL' if r.layout == 'channels_last' else 'NCHW'}" for r in sel]
@@ -244,6 +274,8 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="", help="comma list, e.g. float32,float16 (default by device)")
     parser.add_argument("--passes", default="", help="comma list of fwd,bwd,fwd+bwd (default by device)")
     parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per method (default 1.5)")
+    parser.add_argument("--isas", default="", help="CPU: comma list of further instruction sets to time our op with "
+                        "(default: every other one this machine runs; none: only the active one)")
     parser.add_argument("--out", default="", help="result file stem (default bench_ops_<device>)")
     parser.add_argument("--results-dir", default="", help="folder for JSON + PNG (default build/benchmarks)")
     args = parser.parse_args(argv)
@@ -266,7 +298,7 @@ def main(argv=None):
     print(f"\ncopy bandwidth measured in this run: {bandwidth:.1f} GB/s (read + write)")
     report_disturbance(info, bandwidth, result.get("bandwidth_after", bandwidth))
     print("\n".join(summarize(rows, bandwidth, device.type)))
-    payload = {"machine": info, "batch": batch, "kernel": K, "group_channels": GROUP_CHANNELS,
+    payload = {"machine": info, "isas_compared": result["isas"], "batch": batch, "kernel": K, "group_channels": GROUP_CHANNELS,
                "copy_bandwidth_gbps": bandwidth, "rows": [asdict(r) for r in rows]}
     title = f"{info['device']} | B={','.join(map(str, batch))}, K={K}, {GROUP_CHANNELS} ch/group"
     write_results(args.results_dir, args.out or f"bench_ops_{device.type}", payload,

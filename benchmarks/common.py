@@ -154,6 +154,36 @@ def machine(device):
     return info
 
 
+def available_cpu_isas() -> list[str]:
+    """The CPU instruction sets this build and this CPU can run, the active one first."""
+    active = involution_ext.cpu_isa()
+    found = [active]
+    for name in ("avx512", "avx2", "default"):
+        if name == active:
+            continue
+        try:
+            involution_ext.cpu_isa(name)
+            found.append(name)
+        except RuntimeError:
+            pass
+    involution_ext.cpu_isa(active)
+    return found
+
+
+@contextlib.contextmanager
+def cpu_isa_selected(name: str | None):
+    """Runs the block with the CPU kernels of instruction set `name` (None: unchanged)."""
+    if name is None:
+        yield
+        return
+    previous = involution_ext.cpu_isa()
+    involution_ext.cpu_isa(name)
+    try:
+        yield
+    finally:
+        involution_ext.cpu_isa(previous)
+
+
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 

@@ -26,6 +26,9 @@ struct BasicGeometry {
   I stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
   INVOLUTION_HD I channels_per_group() const { return C / G; }
   INVOLUTION_HD I taps() const { return Kh * Kw; }
+  // Input rows (columns) that n consecutive output rows (columns) read, halo included.
+  INVOLUTION_HD I input_rows(I n) const { return (n - 1) * stride_h + (Kh - 1) * dil_h + 1; }
+  INVOLUTION_HD I input_cols(I n) const { return (n - 1) * stride_w + (Kw - 1) * dil_w + 1; }
   template <typename J>
   INVOLUTION_HD BasicGeometry<J> as() const {
     return {J(B), J(C), J(G), J(H), J(W), J(Kh), J(Kw), J(Ho), J(Wo),

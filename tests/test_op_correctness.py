@@ -115,9 +115,9 @@ def test_unfold_reference_matches_loops():
 
 # Groups that fill whole vectors (8, 16, 24 and 40 channels per group: blocks of 4, 2 and 1
 # vectors and their mixes) take the channels-on-lanes gathers when the output is
-# channels_last (the forward also in NCHW when its rows are at most one vector wide: output
-# widths 1-8 here);
-# widths 1-9 run every pixel-block size, the blocks that overlap at a row's end among them.
+# channels_last, and the forward also in NCHW when its rows are at most one vector wide.
+# Output widths 1-9 run every pixel-block size, the blocks that overlap at a row's end
+# among them.
 LANE_CASES = [
     Case(B=2, C=16, G=2, H=5, W=1, K=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
     Case(B=1, C=32, G=2, H=7, W=7, K=(7, 7), stride=(1, 1), padding=(3, 3), dilation=(1, 1)),

@@ -82,17 +82,16 @@ void stage_pixel_rows(A* dst, const T* src, const PixelBlock& P) {
 template <typename T, typename A>
 struct StagedPixels {
   const Geometry& g;
-  int64_t width;      // staged columns: (Wo - 1) * stride_w + (Kw - 1) * dil_w + 1
+  int64_t width;      // staged columns: those one output row reads
   int64_t row_pitch;  // width * channels per group
   std::vector<A> buf;
   std::vector<int64_t> tap_offset;  // per (u, v): offset of the tap's input for column 0
 
   // Lines keep their place from task to task: the halo columns, zeroed here, stay zero.
   StagedPixels(const Geometry& geom, int64_t max_rows_per_task)
-      : g(geom), width((g.Wo - 1) * g.stride_w + (g.Kw - 1) * g.dil_w + 1),
+      : g(geom), width(g.input_cols(g.Wo)),
         row_pitch(width * g.channels_per_group()), tap_offset(g.taps()) {
-    buf.assign(((max_rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1) * row_pitch,
-               A(0));
+    buf.assign(g.input_rows(max_rows_per_task) * row_pitch, A(0));
     for (int64_t tap = 0; tap < g.taps(); ++tap)
       tap_offset[tap] = (tap / g.Kw) * g.dil_h * row_pitch +
                         (tap % g.Kw) * g.dil_w * g.channels_per_group();
@@ -103,7 +102,7 @@ struct StagedPixels {
     const int64_t cg = g.channels_per_group();
     stage_pixel_rows(buf.data(), x.data + b * x.s.b + grp * cg * x.s.c,
                      PixelBlock{cg, x.s.c, x.s.h, x.s.w, i0 * g.stride_h - g.pad_h,
-                                (i1 - 1 - i0) * g.stride_h + (g.Kh - 1) * g.dil_h + 1, g.H,
+                                g.input_rows(i1 - i0), g.H,
                                 -g.pad_w, width, g.W});
   }
   int64_t row_offset(int64_t local_row) const { return local_row * g.stride_h * row_pitch; }
@@ -216,7 +215,7 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
                      [&](const StagedPixels<T, A>& xs, const A* const* wp, int64_t b,
                          int64_t grp, int64_t i, int64_t i0) {
       const A* xrow = xs.buf.data() + xs.row_offset(i - i0);
-      for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
+      for_each_block<4, 2, 1>(cg / VL, [&](auto nv, int64_t v0) {
         lane_gather_row_any<T, VB, decltype(nv)::value>(
             out_row(b, grp, i) + v0 * VL * y.s.c, y.s.c, y.s.w, wp, xrow + v0 * VL,
             g.stride_w * cg, xs.tap_offset.data(), taps, g.Wo);
@@ -327,7 +326,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
               w_ptr[n] = wbuf.data() + w_off[n];
               gy_off[n] *= cg;
             }
-            for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
+            for_each_block<4, 2, 1>(cg / VL, [&](auto nv, int64_t v0) {
               lane_gather_row_any<T, VB, decltype(nv)::value>(
                   gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr.data(),
                   gybuf.data() + v0 * VL, cg, gy_off.data(), ntaps, count);

@@ -371,33 +371,24 @@ inline void store_lanes(T* dst, int64_t stride, const V& v, int64_t n) {
   for (int64_t l = 0; l < n; ++l) dst[l * stride] = static_cast<T>(tmp[l]);
 }
 
-// Calls body(std::integral_constant<int, CB>, c0) over [0, channels) in blocks of
-// kMaxChannelBlock, then 8, 4, 2, 1 — so accumulators are compile-time arrays.
-template <typename Body>
-inline void for_each_channel_block(int64_t channels, Body&& body) {
-  int64_t c0 = 0;
-  auto run = [&](auto cb) {
-    constexpr int CB = decltype(cb)::value;
-    for (; channels - c0 >= CB; c0 += CB) body(cb, c0);
+// Calls body(std::integral_constant<int, N>, i0) over [0, count) in blocks of each size
+// of Sizes in turn (largest first), so a block's accumulators are compile-time arrays.
+template <int... Sizes, typename Body>
+inline void for_each_block(int64_t count, Body&& body) {
+  int64_t i0 = 0;
+  auto run = [&](auto n) {
+    for (; count - i0 >= decltype(n)::value; i0 += decltype(n)::value) body(n, i0);
   };
-  run(std::integral_constant<int, kMaxChannelBlock>{});
-  if constexpr (kMaxChannelBlock > 8) run(std::integral_constant<int, 8>{});
-  run(std::integral_constant<int, 4>{});
-  run(std::integral_constant<int, 2>{});
-  run(std::integral_constant<int, 1>{});
+  (run(std::integral_constant<int, Sizes>{}), ...);
 }
 
-// Calls body(std::integral_constant<int, NV>, v0) over [0, vectors) in blocks of 4, 2, 1
-// vectors: the channel blocks of the channels-on-lanes gathers.
+// Channel blocks of the column-lane gathers: kMaxChannelBlock, then 8, 4, 2, 1.
 template <typename Body>
-inline void for_each_lane_block(int64_t vectors, Body&& body) {
-  int64_t v0 = 0;
-  auto run = [&](auto nv) {
-    for (; vectors - v0 >= decltype(nv)::value; v0 += decltype(nv)::value) body(nv, v0);
-  };
-  run(std::integral_constant<int, 4>{});
-  run(std::integral_constant<int, 2>{});
-  run(std::integral_constant<int, 1>{});
+inline void for_each_channel_block(int64_t channels, Body&& body) {
+  if constexpr (kMaxChannelBlock > 8)
+    for_each_block<kMaxChannelBlock, 8, 4, 2, 1>(channels, body);
+  else
+    for_each_block<8, 4, 2, 1>(channels, body);
 }
 
 // Rows per task: as many as max_rows (see rows_within_budget), but keep enough tasks to
@@ -463,8 +454,7 @@ struct StagedInput {
   // that hold input (and zero rows in the padding).
   StagedInput(const Geometry& geom, int64_t padded_wo, int64_t max_rows_per_task)
       : g(geom), row_width(row_width_for(geom, padded_wo)), tap_offset(geom.taps()) {
-    const int64_t max_rows = (max_rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
-    channel_stride = max_rows * g.stride_w * row_width;
+    channel_stride = g.input_rows(max_rows_per_task) * g.stride_w * row_width;
     buf.assign(g.channels_per_group() * channel_stride, A(0));
     for (int64_t u = 0; u < g.Kh; ++u)
       for (int64_t v = 0; v < g.Kw; ++v) {
@@ -479,14 +469,13 @@ struct StagedInput {
   }
   // The buffer's size for blocks of up to `rows_per_task` output rows.
   static int64_t bytes(const Geometry& g, int64_t padded_wo, int64_t rows_per_task) {
-    const int64_t rows = (rows_per_task - 1) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
-    return g.channels_per_group() * rows * g.stride_w * row_width_for(g, padded_wo) *
+    return g.channels_per_group() * g.input_rows(rows_per_task) * g.stride_w * row_width_for(g, padded_wo) *
            int64_t(sizeof(A));
   }
 
   // Stages rows for output rows [i0, i1) of group `grp` in batch b.
   void stage(View4<const T> x, int64_t b, int64_t grp, int64_t i0, int64_t i1) {
-    rows = (i1 - 1 - i0) * g.stride_h + (g.Kh - 1) * g.dil_h + 1;
+    rows = g.input_rows(i1 - i0);
     const int64_t cg = g.channels_per_group();
     const T* plane0 = x.data + b * x.s.b + grp * cg * x.s.c;
     for (int64_t q = 0; q < g.stride_w; ++q)

@@ -56,8 +56,7 @@ struct Window {
 template <typename I>
 INVOLUTION_HD Window<I> input_window(const BasicGeometry<I>& s, const Tile<I>& t, I i0, I j0) {
   return {i0 * s.stride_h - s.pad_h, j0 * s.stride_w - s.pad_w,
-          (t.h - 1) * s.stride_h + (s.Kh - 1) * s.dil_h + 1,
-          (t.w - 1) * s.stride_w + (s.Kw - 1) * s.dil_w + 1};
+          s.input_rows(t.h), s.input_cols(t.w)};
 }
 
 // Output rows/columns that touch the input tile starting at (h0, w0) (grad_input).
