@@ -301,11 +301,13 @@ void stage_lines(A* dst, const T* src, const LineBlock& L) {
   }
 }
 
-// Per tap (u, v) of a weight-shaped view: its offset u * s.u + v * s.v.
+// Tap (u, v) = (tap / Kw, tap % Kw) of a weight-shaped view: its offset u * s.u + v * s.v.
+inline int64_t weight_tap_offset(const Geometry& g, const Strides6& s, int64_t tap) {
+  return (tap / g.Kw) * s.u + (tap % g.Kw) * s.v;
+}
 inline std::vector<int64_t> weight_tap_offsets(const Geometry& g, const Strides6& s) {
   std::vector<int64_t> offsets(g.taps());
-  for (int64_t tap = 0; tap < g.taps(); ++tap)
-    offsets[tap] = (tap / g.Kw) * s.u + (tap % g.Kw) * s.v;
+  for (int64_t tap = 0; tap < g.taps(); ++tap) offsets[tap] = weight_tap_offset(g, s, tap);
   return offsets;
 }
 
@@ -322,7 +324,7 @@ void stage_weight_rows(A* dst, int64_t dst_tap, int64_t dst_r, const T* plane,
     return;
   }
   for (int64_t tap = 0; tap < g.taps(); ++tap)
-    stage_lines(dst + tap * dst_tap, plane + (tap / g.Kw) * s.u + (tap % g.Kw) * s.v,
+    stage_lines(dst + tap * dst_tap, plane + weight_tap_offset(g, s, tap),
                 LineBlock{1, rows, width, 0, dst_r, 0, s.i, s.j, row0, g.Ho, col0, 1, g.Wo,
                           halo_zeroed});
 }
