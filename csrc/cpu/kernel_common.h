@@ -379,12 +379,17 @@ inline void store_lanes(T* dst, int64_t stride, const V& v, int64_t n) {
   }
   alignas(sizeof(V)) A tmp[lanes];
   store(tmp, v);
+  if (stride == 1 && n == lanes) return convert_from_acc(dst, tmp, n);
   if constexpr (has_vector_conversion<T, A>() && lanes % 8 == 0) {
-    if (stride == 1 && n < lanes) {  // a row's tail: every lane converted, n of them copied
-      T narrow[lanes];
-      convert_from_acc(narrow, tmp, lanes);
-      return copy_elements(dst, narrow, n);
-    }
+    // A row's tail, or lanes bound for different planes (an NCHW output of the
+    // channels-on-lanes gathers): every lane converted as vectors, n of them copied.
+    // Converted one by one, they gave a bf16 7x7 NCHW forward's lane_gather_row 1.58x the
+    // instructions of fp32's; 1.22x this way.
+    T narrow[lanes];
+    convert_from_acc(narrow, tmp, lanes);
+    if (stride == 1) return copy_elements(dst, narrow, n);
+    for (int64_t l = 0; l < n; ++l) dst[l * stride] = narrow[l];
+    return;
   }
   if (stride == 1) return convert_from_acc(dst, tmp, n);
   for (int64_t l = 0; l < n; ++l) dst[l * stride] = static_cast<T>(tmp[l]);
