@@ -43,7 +43,6 @@ class Row:
     spread_ms: dict = field(default_factory=dict)
     peak_extra_mb: dict = field(default_factory=dict)
     gbps: float = 0.0
-    bytes: int = 0  # the minimum traffic behind gbps
 
 
 def make_inputs(C, H, stride, dtype, channels_last, device, batch, requires_grad=False):
@@ -171,7 +170,6 @@ def run(args, result):
                              "bwd": y_numel + 2 * x.numel() + 2 * w.numel()}.get(pass_)
                     if elems:
                         row.gbps = elems * x.element_size() / (row.times_ms["involution_ext"] * 1e-3) / 1e9
-                        row.bytes = elems * x.element_size()
                     rows.append(row)
                     print_row(row, bandwidth)
     result["bandwidth_after"] = copy_bandwidth_gbps(device)
@@ -198,7 +196,7 @@ def print_row(row: Row, bandwidth: float):
     )
     for name, ms in t.items():
         if isa_of(name):
-            pct = f", {100 * row.bytes / (ms * 1e-3) / 1e9 / bandwidth:.0f} % of copy" if row.bytes else ""
+            pct = f", {100 * row.gbps * ours / ms / bandwidth:.0f} % of copy" if row.gbps else ""  # same bytes
             print(f"{'':<21}{'':<14}{'':<9}{'  ' + isa_of(name):<8}{ms:9.2f}{'':11}{'':10}{'':9}{t['unfold'] / ms:10.1f}"
                   f"   ({ms / ours:.2f}x the time of {involution_ext.cpu_isa()}{pct})", flush=True)
 

@@ -102,8 +102,7 @@ struct StagedPixels {
     const int64_t cg = g.channels_per_group();
     stage_pixel_rows(buf.data(), x.data + b * x.s.b + grp * cg * x.s.c,
                      PixelBlock{cg, x.s.c, x.s.h, x.s.w, i0 * g.stride_h - g.pad_h,
-                                g.input_rows(i1 - i0), g.H,
-                                -g.pad_w, width, g.W});
+                                g.input_rows(i1 - i0), g.H, -g.pad_w, width, g.W});
   }
   int64_t row_offset(int64_t local_row) const { return local_row * g.stride_h * row_pitch; }
 };
@@ -215,7 +214,7 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
                      [&](const StagedPixels<T, A>& xs, const A* const* wp, int64_t b,
                          int64_t grp, int64_t i, int64_t i0) {
       const A* xrow = xs.buf.data() + xs.row_offset(i - i0);
-      for_each_block<4, 2, 1>(cg / VL, [&](auto nv, int64_t v0) {
+      for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
         lane_gather_row_any<T, VB, decltype(nv)::value>(
             out_row(b, grp, i) + v0 * VL * y.s.c, y.s.c, y.s.w, wp, xrow + v0 * VL,
             g.stride_w * cg, xs.tap_offset.data(), taps, g.Wo);
@@ -326,7 +325,7 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
               w_ptr[n] = wbuf.data() + w_off[n];
               gy_off[n] *= cg;
             }
-            for_each_block<4, 2, 1>(cg / VL, [&](auto nv, int64_t v0) {
+            for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
               lane_gather_row_any<T, VB, decltype(nv)::value>(
                   gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr.data(),
                   gybuf.data() + v0 * VL, cg, gy_off.data(), ntaps, count);

@@ -415,6 +415,12 @@ inline void for_each_channel_block(int64_t channels, Body&& body) {
     for_each_block<8, 4, 2, 1>(channels, body);
 }
 
+// Channel blocks of the channels-on-lanes gathers, in vectors: 4, 2, 1.
+template <typename Body>
+inline void for_each_lane_block(int64_t vectors, Body&& body) {
+  for_each_block<4, 2, 1>(vectors, body);
+}
+
 // Rows per task: as many as max_rows (see rows_within_budget), but keep enough tasks to
 // occupy every thread.
 inline int64_t rows_per_task(int64_t outer_tasks, int64_t rows, int64_t max_rows = 8) {
@@ -493,8 +499,8 @@ struct StagedInput {
   }
   // The buffer's size for blocks of up to `rows_per_task` output rows.
   static int64_t bytes(const Geometry& g, int64_t padded_wo, int64_t rows_per_task) {
-    return g.channels_per_group() * g.input_rows(rows_per_task) * g.stride_w * row_width_for(g, padded_wo) *
-           int64_t(sizeof(A));
+    return g.channels_per_group() * g.input_rows(rows_per_task) * g.stride_w *
+           row_width_for(g, padded_wo) * int64_t(sizeof(A));
   }
 
   // Stages rows for output rows [i0, i1) of group `grp` in batch b.
