@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import involution_ext  # noqa: F401
-from helpers import Case, assert_close_scaled, involution_loops
+from helpers import Case, assert_close_scaled, involution_loops, run_in_fresh_process
 
 
 def rss_mb() -> float:
@@ -195,3 +195,64 @@ def test_no_leak_over_10k_forward_backward_calls():
     growth = settle() - start
     # Each call allocates ~60 KB (output + two gradients); leaking them would add ~600 MB.
     assert growth < FORWARD_BACKWARD_TOLERANCE_MB, f"RSS grew {growth:.1f} MB over {LEAK_CALLS} forward+backward calls"
+
+
+GUARD_PAGE_SCRIPT = r"""
+import ctypes, itertools, mmap
+import torch, involution_ext
+
+libc = ctypes.CDLL(None)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PAGE = mmap.PAGESIZE
+buffers = []
+
+def guarded(shape, dtype, order=None):
+    # A tensor whose last element ends right before a PROT_NONE page (``order``: its dims in
+    # memory, outermost first).
+    order = order or list(range(len(shape)))
+    stored = [shape[d] for d in order]
+    nbytes = torch.Size(stored).numel() * torch.empty(0, dtype=dtype).element_size()
+    pages = nbytes // PAGE + 2
+    buf = mmap.mmap(-1, pages * PAGE)
+    buffers.append(buf)
+    end = ctypes.addressof(ctypes.c_char.from_buffer(buf)) + (pages - 1) * PAGE
+    assert libc.mprotect(end, PAGE, 0) == 0
+    raw = torch.frombuffer(buf, dtype=torch.uint8, count=nbytes, offset=(pages - 1) * PAGE - nbytes)
+    t = raw.view(dtype).view(stored).permute([order.index(d) for d in range(len(shape))])
+    t.copy_(torch.randn(shape))
+    return t
+
+op = torch.ops.involution
+names = involution_ext.build_info()["cpu_isas"].split(",")
+for isa, dtype, s, W, K, cl in itertools.product(
+        names, (torch.float32, torch.float64, torch.float16, torch.bfloat16), (1, 2),
+        (1, 5, 8, 17, 30), (3, 7), (False, True)):
+    try:
+        involution_ext.cpu_isa(isa)
+    except RuntimeError:
+        continue
+    p, C, G, R, H = K // 2, 16, 1, 4, 6
+    Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
+    order = [0, 2, 3, 1] if cl else None
+    x = guarded((2, C, H, W), dtype, order)
+    w = guarded((2, G, K, K, Ho, Wo), dtype)
+    gy = guarded((2, C, Ho, Wo), dtype, order)
+    h = guarded((2, R, Ho, Wo), dtype, order)
+    span = guarded((G * K * K, R), dtype)
+    bias = guarded((G * K * K,), dtype)
+    geometry = ([s, s], [p, p], [1, 1])
+    y = op.forward(x, w, *geometry)
+    gx, gw = op.backward(gy, x, w, *geometry, [True, True])
+    yf = op.fused_forward(x, h, span, bias, [K, K], *geometry)
+    grads = op.fused_backward(gy, x, h, span, bias, [K, K], *geometry, [True, True, True, True])
+    assert all(t.isfinite().all() for t in (y, gx, gw, yf, *grads)), (isa, dtype, s, W, K, cl)
+print("ok")
+"""
+
+
+def test_no_reads_past_the_end_of_any_tensor(tmp_path):
+    """Every CPU kernel build, dtype, stride, layout and row width, with input, weight,
+    grad_output and the fused op's operands each ending right before an unreadable page: the
+    kernels read whole vectors past row ends where the tensor continues, and a read past the
+    tensor itself would fault."""
+    run_in_fresh_process(GUARD_PAGE_SCRIPT, tmp_path)
