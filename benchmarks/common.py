@@ -43,14 +43,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timeit(fn, device, min_reps, budget_s):
-    """Median and spread (max - min of the middle half) in ms after a warm-up."""
+def timeit(fn, device, min_reps, budget_s, before=None):
+    """Median and spread (max - min of the middle half) in ms after a warm-up; `before`, if
+    given, runs untimed ahead of every repetition."""
     fn()
     fn()
     sync(device)
     times = []
     start = time.perf_counter()
     while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 200):
+        if before is not None:
+            before()
+            sync(device)
         t0 = time.perf_counter()
         fn()
         sync(device)
@@ -129,6 +133,32 @@ def peak_extra_mb(fn, device):
     base = _rss_kb("VmRSS:")
     fn()
     return max(0, _rss_kb("VmHWM:") - base) / 1024
+
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache Linux reports (sysfs), or 32 MiB when it reports none."""
+    import glob
+
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KMG")) * scale)
+    return max(sizes, default=32 * 2**20)
+
+
+def cache_evictor(device):
+    """A callable that pushes the op's operands out of every CPU cache (a read sweep over 4x
+    the last-level cache: lines read stay clean, so no write-back lands in the next timing),
+    for timings that start from memory the way a layer's inputs do when other layers ran
+    since they were written. On CUDA devices, None (the L2 is not what limits there)."""
+    if device.type != "cpu":
+        return None
+    sweep = torch.ones(4 * last_level_cache_bytes() // 4, dtype=torch.float32)
+    return lambda: sweep.sum()
 
 
 def copy_bandwidth_gbps(device, nbytes=256 * 2**20):

@@ -8,7 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from bench_models import verdicts  # noqa: E402
-from common import bandwidth_drift, noisy, rate, versus  # noqa: E402
+from common import bandwidth_drift, last_level_cache_bytes, noisy, rate, timeit, versus  # noqa: E402
+
+import torch  # noqa: E402
 
 
 def test_versus_says_faster_or_slower():
@@ -55,3 +57,43 @@ def test_memory_verdict_is_exact():
     (line,) = verdicts(memory, disturbed=True)
     assert line == ("saved for backward b8: RedNet-50 keeps 0.76x ResNet-50's activation memory (target <= 0.8x: "
                     "meets); 1.75x less than RedNet-50 with the unfused op")
+
+
+def test_timeit_runs_before_ahead_of_every_timed_call():
+    calls = []
+    timeit(lambda: calls.append("fn"), torch.device("cpu"), 4, 0.0, before=lambda: calls.append("before"))
+    assert calls[:2] == ["fn", "fn"]  # the warm-up, with nothing before it
+    timed = calls[2:]
+    assert len(timed) >= 8 and timed == ["before", "fn"] * (len(timed) // 2)
+
+
+def test_last_level_cache_is_the_largest_reported(monkeypatch, tmp_path):
+    import glob
+
+    for i, size in enumerate(["48K", "2048K", "32M"]):
+        (tmp_path / f"index{i}").mkdir()
+        (tmp_path / f"index{i}" / "size").write_text(size + "\n")
+    monkeypatch.setattr(glob, "glob", lambda pattern: sorted(str(p) for p in tmp_path.glob("index*/size")))
+    assert last_level_cache_bytes() == 32 * 2**20
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    assert last_level_cache_bytes() == 32 * 2**20  # nothing reported: the fallback
+
+
+def test_results_table_shows_the_cold_cache_column(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import json
+
+    import results_table
+
+    times = {"involution_ext": 2.0, "unfold": 100.0, "depthwise7x7": 1.0, "dense3x3": 4.0}
+    row = {"shape": "B=8 C=64 H=56", "layout": "NCHW", "dtype": "float32", "pass_": "fwd", "times_ms": times,
+           "peak_extra_mb": {"involution_ext": 1.0, "unfold": 50.0}, "gbps": 10.0, "cold_ms": 4.0}
+    data = {"copy_bandwidth_gbps": 25.0, "machine": {"device": "cpu", "threads": 2, "torch": "x"},
+            "rows": [row, {**row, "pass_": "fwd+bwd", "gbps": 0.0, "cold_ms": 5.0}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    results_table.main([str(path)])
+    out = capsys.readouterr().out
+    assert "cold caches ms (/ warm), % copy" in out
+    assert "| 4.00 (2.00), 20 % |" in out  # 10 GB/s warm is 40 % of 25; twice the time, 20 %
+    assert "| 5.00 (2.50) |" in out

@@ -4,8 +4,9 @@
         [--batch 32] [--layout NCHW]
 
 CUDA results also get the per-element baseline kernel's time and our speed-up over it; CPU
-results timed under further instruction sets (bench_ops --isas) get a column per set with its
-time and its ratio to the active set's.
+results get our op's time from cold caches (its ratio to the warm time, and its share of the
+copy bandwidth for the forward) and, when timed under further instruction sets (bench_ops
+--isas), a column per set with its time and its ratio to the active set's.
 """
 
 from __future__ import annotations
@@ -32,16 +33,22 @@ def main(argv=None):
     extra_head = " per-element ms | × faster than per-element |" if per_element else ""
     isas = data.get("isas_compared", [])
     active = data["machine"].get("cpu_isa", "ours")
+    cold = any(r.get("cold_ms") for r in rows)
+    extra_head += " cold caches ms (/ warm), % copy |" if cold else ""
     extra_head += "".join(f" {isa} ms (/ {active}) |" for isa in isas)
     print("| shape | layout | pass | ours ms | unfold ms | depthwise 7×7 ms | dense 3×3 ms | × faster than unfold "
           f"| ours / dense 3×3 | GB/s (% copy) | peak extra MB ours / unfold |{extra_head}")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if per_element else "")
-          + "---:|" * len(isas))
+          + "---:|" * (len(isas) + cold))
     for r in rows:
         t, m = r["times_ms"], r["peak_extra_mb"]
         ours = t["involution_ext"]
         gbps = f"{r['gbps']:.1f} ({100 * r['gbps'] / bw:.0f} %)" if r["gbps"] else ""
         extra = f" {t['per_element']:.3f} | {t['per_element'] / ours:.1f} |" if "per_element" in t else (" | |" if per_element else "")
+        if cold:
+            c = r.get("cold_ms")
+            pct = f", {100 * r['gbps'] * ours / c / bw:.0f} %" if c and r["gbps"] else ""
+            extra += f" {c:.2f} ({c / ours:.2f}){pct} |" if c else " |"
         for isa in isas:
             ms = t.get(f"involution_ext@{isa}")
             extra += f" {ms:.2f} ({ms / ours:.2f}) |" if ms else " |"
