@@ -19,10 +19,10 @@ class TensorWeightRows {
       : g_(g), w_(w), wo_padded_(wo_padded), wrow_(g.taps() * wo_padded), wp_(g.taps()),
         tap_offset_(weight_tap_offsets(g, w.s)) {
     wo_bytes_ = g.Wo * static_cast<int64_t>(sizeof(T));
-    // Whatever the weight's size: a small one is not in cache when the generator's conv
-    // wrote it long enough ago (cold caches, B=8, 14x14 fp32: 0.76-0.81x the time without
-    // the prefetch, level when the weight is cached). Rows under half a cache line share
-    // lines with the next row, already on their way (7x7 fp32: up to 1.1x slower with it).
+    // Whatever the weight's size: a small one is not in cache when other layers ran since
+    // it was written (cold caches, B=8, 14x14 fp32: 0.82-0.84x the time without the
+    // prefetch, level when the weight is cached). Rows under half a cache line share lines
+    // with the next row, already on their way (7x7 fp32: no gain).
     prefetch_ = wo_bytes_ >= 32;
     end_ = w.data + 1 + (g.B - 1) * w.s.b + (g.G - 1) * w.s.g + (g.Kh - 1) * w.s.u +
            (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
