@@ -191,6 +191,11 @@ HEADER = (
 )
 
 
+def copy_share(row: Row, ms: float, bandwidth: float) -> float:
+    """Percent of the copy bandwidth our op's bytes (row.gbps at its warm time) reach in ms."""
+    return 100 * row.gbps * row.times_ms["involution_ext"] / ms / bandwidth
+
+
 def print_row(row: Row, bandwidth: float):
     if print_row.first:
         print(HEADER)
@@ -205,12 +210,12 @@ def print_row(row: Row, bandwidth: float):
         flush=True,
     )
     if row.cold_ms:
-        pct = f", {100 * row.gbps * ours / row.cold_ms / bandwidth:.0f} % of copy" if row.gbps else ""
+        pct = f", {copy_share(row, row.cold_ms, bandwidth):.0f} % of copy" if row.gbps else ""
         print(f"{'':<21}{'':<14}{'':<9}{'  cold':<8}{row.cold_ms:9.2f}{'':11}{'':10}{'':9}{t['unfold'] / row.cold_ms:10.1f}"
               f"   ({row.cold_ms / ours:.2f}x the time with warm caches{pct})", flush=True)
     for name, ms in t.items():
         if isa_of(name):
-            pct = f", {100 * row.gbps * ours / ms / bandwidth:.0f} % of copy" if row.gbps else ""  # same bytes
+            pct = f", {copy_share(row, ms, bandwidth):.0f} % of copy" if row.gbps else ""
             print(f"{'':<21}{'':<14}{'':<9}{'  ' + isa_of(name):<8}{ms:9.2f}{'':11}{'':10}{'':9}{t['unfold'] / ms:10.1f}"
                   f"   ({ms / ours:.2f}x the time of {involution_ext.cpu_isa()}{pct})", flush=True)
 
@@ -239,8 +244,8 @@ def summarize(rows, bandwidth, device_type):
             lines.append(head + ", ".join(parts))
         elif r.dtype == "float32" and r.pass_ in ("fwd", "fwd+bwd"):
             others = "".join(f", {isa_of(n)} {t['unfold'] / ms:.1f}x" for n, ms in t.items() if isa_of(n))
-            cold = f", from cold caches {100 * r.gbps * t['involution_ext'] / r.cold_ms / bandwidth:.0f} %" if r.cold_ms else ""
             if r.pass_ == "fwd":
+                cold = f", from cold caches {copy_share(r, r.cold_ms, bandwidth):.0f} %" if r.cold_ms else ""
                 lines.append(f"{head}{versus(t['unfold'], t['involution_ext']):>12} than unfold{others} (target >= 40x faster), "
                              f"{t['involution_ext'] / t['dense3x3']:.2f}x the dense 3x3 conv's time (target <= 0.6), "
                              f"{100 * r.gbps / bandwidth:.0f} % of copy bandwidth{cold} (target >= 40 %)")

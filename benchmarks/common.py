@@ -157,7 +157,8 @@ def cache_evictor(device):
     since they were written. On CUDA devices, None (the L2 is not what limits there)."""
     if device.type != "cpu":
         return None
-    sweep = torch.ones(4 * last_level_cache_bytes() // 4, dtype=torch.float32)
+    sweep_bytes = 4 * last_level_cache_bytes()
+    sweep = torch.ones(sweep_bytes // 4, dtype=torch.float32)
     return lambda: sweep.sum()
 
 

@@ -47,8 +47,8 @@ class TensorWeightRows {
         // The weight is 49 concurrent streams for K=7, more than the hardware prefetcher
         // follows: fetch the next row's segments by hand. Read in place (fp32/fp64), they
         // go to L2 only: in L1 they evicted the staged input rows the gather reads beside
-        // them (B=8, 56x56: 0.64-0.67x the time with AVX-512, 0.65-0.79x with AVX2, stride 2
-        // 0.81-0.86x). Converted right away (fp16/bf16), they go to L1 (L2 there: 1.1-1.2x).
+        // them (B=8, 56x56: 0.61-0.67x the time with AVX-512, 0.65-0.79x with AVX2, stride 2
+        // 0.69-0.86x). Converted right away (fp16/bf16), they go to L1 (L2 there: 1.1-1.2x).
         constexpr int locality = std::is_same_v<T, A> ? 2 : 3;
         if (prefetch_ && i + 1 < i1_)
           for (int64_t off = 0; off < wo_bytes_; off += 64)
