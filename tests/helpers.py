@@ -156,9 +156,17 @@ def check_forward(case: Case, dtype, channels_last, seed=0, device="cpu"):
     assert_close_scaled(y, ref, scale, dtype, f"{case} {dtype} channels_last={channels_last}")
 
 
-def check_backward(case: Case, dtype, channels_last, seed, device="cpu"):
-    """Both gradients through autograd on ``device`` against the fp64 reference's."""
+def pixel_major(w: torch.Tensor) -> torch.Tensor:
+    """The weight laid out pixel-major, as a channels_last 1x1 conv's output viewed 6-D."""
+    return w.permute(0, 4, 5, 1, 2, 3).contiguous().permute(0, 3, 4, 5, 1, 2)
+
+
+def check_backward(case: Case, dtype, channels_last, seed, device="cpu", pixel_major_weight=False):
+    """Both gradients through autograd on ``device`` against the fp64 reference's; with
+    pixel_major_weight, the weight (and so its gradient) is laid out pixel-major."""
     x, w = case.tensors(dtype, channels_last, seed=seed, requires_grad=True)
+    if pixel_major_weight:
+        w = pixel_major(w.detach()).requires_grad_()
     xd, wd = to_device(device, x, w)
     y = torch.ops.involution.forward(xd, wd, *case.args())
     gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
@@ -167,6 +175,7 @@ def check_backward(case: Case, dtype, channels_last, seed, device="cpu"):
     y.backward(gy.to(device))
     gx_ref, gw_ref, gx_scale, gw_scale = reference_grads(x, w, gy, case)
     assert xd.grad.dtype == dtype and wd.grad.dtype == dtype and xd.grad.device.type == device
+    assert wd.grad.stride() == wd.stride(), "grad_weight keeps the weight's layout"
     assert_close_scaled(xd.grad.cpu(), gx_ref, gx_scale, dtype, f"grad_input {case} {dtype}")
     assert_close_scaled(wd.grad.cpu(), gw_ref, gw_scale, dtype, f"grad_weight {case} {dtype}")
 

@@ -26,6 +26,14 @@ def test_backward_dtypes_layouts(dtype, channels_last, kernel_device):
         check_backward(case, dtype, channels_last, i, kernel_device)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_backward_pixel_major_weight(dtype, kernel_device):
+    """A pixel-major weight's gradient is pixel-major too: stored lane by lane, not as the
+    contiguous rows the CPU kernel streams."""
+    for i, case in enumerate(CASES[:16]):
+        check_backward(case, dtype, bool(i % 2), i, kernel_device, pixel_major_weight=True)
+
+
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_gradcheck_and_gradgradcheck(device):
     for case in [

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import involution_ext
-from helpers import ISAS, Case, assert_close_scaled, check_backward, check_forward, cpu_and_cuda, involution_loops, random_cases, to_device
+from helpers import (ISAS, Case, assert_close_scaled, check_backward, check_forward, cpu_and_cuda, involution_loops,
+                     pixel_major, random_cases, to_device)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 CASES = random_cases(240, seed=1234)
@@ -49,7 +50,7 @@ def test_non_contiguous_inputs(device):
     x_view.copy_(x)
     Ho, Wo = case.out
     # Weight laid out pixel-major, as a channels_last 1x1 conv would produce it.
-    w_pm = w.permute(0, 4, 5, 1, 2, 3).contiguous().permute(0, 3, 4, 5, 1, 2)
+    w_pm = pixel_major(w)
     assert not w_pm.is_contiguous()
     ref = involution_loops(x, w, *case.args())
     scale = involution_loops(x.abs(), w.abs(), *case.args())

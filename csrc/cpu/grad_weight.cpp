@@ -2,10 +2,48 @@
 // gradient), compiled once per instruction set (cmake/CpuIsa.cmake).
 #include "cpu/aggregate.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace involution::cpu::INVOLUTION_NS {
 namespace {
 
 // grad_w[b,g,u,v,i,j] = sum_{c in g} grad_y[b,c,i,j] * x[b,c,i*s-p+u*d, j*s-p+v*d]
+
+// The gradient is 3x the input (K=7, 16 channels per group). Stored through the cache, each
+// of its lines is first read from memory (write-allocate); non-temporal stores skip that read
+// (B=8, fp32: grad_weight 0.78-0.95x the time at 56x56, 28x28 and stride 2). Its reader (the
+// span conv's backward) then finds it in memory rather than in the last-level cache: with a
+// read of it timed too, streaming still took 0.7-1.0x. Smaller gradients stay cached from one
+// kernel to the next and are stored normally (14x14 at B=8, 4.9 MB, streamed: 1.0-1.15x).
+constexpr int64_t kStreamMinBytes = 8 << 20;
+
+// n bytes from src to dst, dst's whole 64-byte lines with non-temporal stores.
+inline void stream_bytes(char* __restrict dst, const char* __restrict src, int64_t n) {
+#if defined(__SSE2__)
+  const int64_t head = std::min<int64_t>(n, (64 - reinterpret_cast<uintptr_t>(dst) % 64) % 64);
+  copy_elements(dst, src, head);
+  int64_t k = head;
+  for (; k + 64 <= n; k += 64)
+    for (int q = 0; q < 64; q += 16) {
+      __m128i v;
+      std::memcpy(&v, src + k + q, 16);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + k + q), v);
+    }
+  copy_elements(dst + k, src + k, n - k);
+#else
+  copy_elements(dst, src, n);
+#endif
+}
+
+// Orders the calling thread's streamed stores before what it writes next (the end of the
+// parallel region others wait on).
+inline void end_streaming() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
 
 template <typename T, int VB>
 void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, View6<T> gw) {
@@ -14,14 +52,20 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.taps();
   const int64_t wo_padded = round_up(g.Wo, VL);
-  const RowTasks tasks = staged_row_tasks<T>(g, wo_padded);
+  // A task's gradient is buffered whole, [tap][row][column] with rows g.Wo apart as in a
+  // contiguous weight, so each tap's rows leave as one run. A row's padded vectors spill into
+  // the next row, written after it, or, past the last row, into the tap's slack.
+  const RowTasks tasks = staged_row_tasks<T>(g, wo_padded, taps * g.Wo * int64_t(sizeof(A)));
+  const int64_t tap_pitch = tasks.per * g.Wo + wo_padded;
+  const bool contiguous = gw.s.j == 1 && gw.s.i == g.Wo;
+  const bool stream = contiguous && g.B * g.G * taps * g.Ho * g.Wo * int64_t(sizeof(T)) >= kStreamMinBytes;
   const std::vector<int64_t> tap_offset = weight_tap_offsets(g, gw.s);
 
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     StagedInput<T, A> xs(g, wo_padded, tasks.per);
-    std::vector<A> gyrow(cg * wo_padded);    // grad_y of one output row, per channel
-    std::vector<A> gwrow(taps * wo_padded);  // grad_w of one output row, per tap
-    std::vector<T> gwrow_t(std::is_same_v<T, A> ? 0 : taps * wo_padded);  // gwrow as T
+    std::vector<A> gyrow(cg * wo_padded);       // grad_y of one output row, per channel
+    std::vector<A> gwbuf(taps * tap_pitch);     // the task's grad_w
+    std::vector<T> gwtap(std::is_same_v<T, A> ? 0 : tasks.per * g.Wo);  // one tap's, as T
     for (int64_t task = begin; task < end; ++task) {
       const auto [b, grp, i0, i1] = tasks[task];
       xs.stage(x, b, grp, i0, i1);
@@ -29,32 +73,36 @@ void grad_weight_impl(const Geometry& g, View4<const T> gy, View4<const T> x, Vi
         stage_lines(gyrow.data(), gy.data + b * gy.s.b + grp * cg * gy.s.c,
                     LineBlock{cg, 1, wo_padded, wo_padded, 0, gy.s.c, gy.s.h, gy.s.w, i, g.Ho, 0,
                               1, g.Wo});
-        kernel_grad_row<T, VB>(g, xs, i - i0, gyrow.data(), wo_padded, gwrow.data(), wo_padded);
-        T* dst = gw.data + b * gw.s.b + grp * gw.s.g + i * gw.s.i;
-        // Contiguous rows are copied whole from gwrow (per vector through store_lanes' buffer
-        // was a stack round trip per 7-wide row, 1.6x slower for half types at 56x56); half
-        // types first convert every tap's row at once, as whole vectors, not a scalar tail
-        // per row.
-        if (gw.s.j == 1) {
-          const T* rows = nullptr;
+        kernel_grad_row<T, VB>(g, xs, i - i0, gyrow.data(), wo_padded,
+                               gwbuf.data() + (i - i0) * g.Wo, tap_pitch);
+      }
+      T* plane = gw.data + b * gw.s.b + grp * gw.s.g + i0 * gw.s.i;
+      const int64_t n = (i1 - i0) * g.Wo;
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        const A* src = gwbuf.data() + tap * tap_pitch;
+        T* dst = plane + tap_offset[tap];
+        if (contiguous) {
+          const T* run = nullptr;
           if constexpr (std::is_same_v<T, A>) {
-            rows = gwrow.data();
+            run = src;
           } else {
-            convert_from_acc(gwrow_t.data(), gwrow.data(), taps * wo_padded);
-            rows = gwrow_t.data();
+            convert_from_acc(gwtap.data(), src, n);
+            run = gwtap.data();
           }
-          for (int64_t tap = 0; tap < taps; ++tap)
-            copy_elements(dst + tap_offset[tap], rows + tap * wo_padded, g.Wo);
+          if (stream)
+            stream_bytes(reinterpret_cast<char*>(dst), reinterpret_cast<const char*>(run),
+                         n * int64_t(sizeof(T)));
+          else
+            copy_elements(dst, run, n);
           continue;
         }
-        for (int64_t tap = 0; tap < taps; ++tap) {
-          T* d = dst + tap_offset[tap];
+        for (int64_t r = 0; r < i1 - i0; ++r)
           for (int64_t j = 0; j < g.Wo; j += VL)
-            store_lanes<A>(d + j * gw.s.j, gw.s.j, load<VB>(&gwrow[tap * wo_padded + j]),
+            store_lanes<A>(dst + r * gw.s.i + j * gw.s.j, gw.s.j, load<VB>(src + r * g.Wo + j),
                            std::min(VL, g.Wo - j));
-        }
       }
     }
+    if (stream) end_streaming();
   });
 }
 
