@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import involution_ext  # noqa: F401  (registers the op)
-from helpers import Case, check_backward, cpu_and_cuda, random_cases, reference_grads, to_device
+from helpers import (Case, assert_close_scaled, check_backward, cpu_and_cuda, random_cases,
+                     reference_grads, to_device)
 
 CASES = random_cases(80, seed=99)
 
@@ -32,6 +33,29 @@ def test_backward_pixel_major_weight(dtype, kernel_device):
     contiguous rows the CPU kernel streams."""
     for i, case in enumerate(CASES[:16]):
         check_backward(case, dtype, bool(i % 2), i, kernel_device, pixel_major_weight=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_grad_input_ignores_what_lies_beside_weight_rows(dtype, kernel_device):
+    """grad_input reads fp32/fp64 weight rows in place, whole vectors reaching past a row's
+    ends, and must zero what it finds there: here every row of the weight is flanked by
+    NaN and inf (a view into a wider buffer), which must not reach any gradient."""
+    cases = [Case(B=2, C=4, G=2, H=9, W=W, K=K, stride=(s, s), padding=(p, p), dilation=(d, d))
+             for W, K, s, p, d in [(20, (3, 3), 1, 1, 1), (40, (7, 7), 1, 3, 1), (33, (5, 3), 2, 2, 1),
+                                   (41, (3, 3), 2, 2, 2), (17, (7, 7), 1, 3, 1), (9, (3, 3), 1, 1, 1)]]
+    for i, case in enumerate(cases):
+        x, w = case.tensors(dtype, channels_last=False, seed=i)
+        Ho, Wo = case.out
+        wide = torch.full((*w.shape[:-1], Wo + 40), float("nan"), dtype=dtype)
+        wide[..., :20:2] = float("inf")
+        wide[..., Wo + 21::2] = -float("inf")
+        flanked = wide[..., 20:20 + Wo]
+        flanked.copy_(w)
+        gy = torch.randn(case.B, case.C, Ho, Wo, generator=torch.Generator().manual_seed(i), dtype=dtype)
+        gx, _ = torch.ops.involution.backward(*to_device(kernel_device, gy, x, flanked), *case.args(),
+                                              [True, False])
+        gx_ref, _, gx_scale, _ = reference_grads(x, w, gy, case)
+        assert_close_scaled(gx.cpu(), gx_ref, gx_scale, dtype, f"grad_input {case} {dtype}")
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())

@@ -13,6 +13,8 @@
 // instruction set.
 #pragma once
 
+#include <concepts>
+
 #include "cpu/kernel_common.h"
 
 namespace involution::cpu::INVOLUTION_NS {
@@ -250,16 +252,54 @@ inline int64_t grad_input_out_rows(const Geometry& g, int64_t rows) {
 // writes tap t's weights of output rows ilo .. ilo+ni-1, columns col0 .. col0+width-1, at
 // dst + t * tap_stride + row * width + column — only the columns inside the output: every
 // line keeps its place from task to task, so the columns outside, zeroed once, stay zero.
+// A stager may also hand out the weights in place (see InPlaceWeightStager): then nothing
+// is staged but grad_output.
 // A task takes up to max_rows input rows (fewer when needed to occupy every thread); by
 // default as many as keep its staged grad_output and weights within 512 KiB. Each block
 // stages the weights of its K-1 halo rows again; twice the budget of the other kernels
 // (whole 28x28 planes, blocks of 14 rows at 56x56) took 0.74-0.90x the time at 56x56, 28x28
 // and stride 2 (B=8, fp32), and 1 MiB gained nothing more.
 constexpr int64_t kGradInputStagingBudget = 512 << 10;
+
+// A WeightStager that can also hand out weight rows in place:
+//   bool in_place();  // whether row() may be called (else stage() is)
+//   const A* row(int64_t b, int64_t grp, int64_t tap, int64_t i, int64_t col0, int64_t width,
+//                A* scratch);
+// returns p with p[k] = tap's weight at output row i, column col0 + k, for k in [0, width)
+// (readable memory; columns outside [0, Wo) may hold anything, the gather zeroes them),
+// staging the row into scratch (width elements) when it cannot be read in place.
+template <typename S>
+concept InPlaceWeightStager = requires(S s) {
+  { s.in_place() } -> std::convertible_to<bool>;
+};
+
+// Per first column f (from col0, `count` of them): the mask of a vector's lanes l whose
+// column f + l lies inside [0, ncols). Weights read in place are and-ed with them at a
+// row's ends, where a vector reaches beside the row: there a non-finite weight must not
+// reach the sum as 0 * inf. A table, as working each mask out took 6 instructions per tap
+// and vector (AVX2 grad_input at 28x28: 1.13x the staged weights' time; a load and an and).
+template <typename A, int VB>
+struct LaneMasks {
+  using Bits = std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t>;
+  using Mask = typename VecOf<Bits, VB>::type;
+  std::vector<Mask> table;
+  LaneMasks(int64_t col0, int64_t count, int64_t ncols) : table(count) {
+    for (int64_t f = 0; f < count; ++f)
+      for (int64_t l = 0; l < kLanes<A, VB>; ++l) {
+        const int64_t col = col0 + f + l;
+        table[f][l] = col >= 0 && col < ncols ? ~Bits(0) : Bits(0);
+      }
+  }
+  // v with the lanes outside zeroed, for the vector whose first column is col0 + f.
+  Vec<A, VB> apply(Vec<A, VB> v, int64_t f) const {
+    return reinterpret_cast<Vec<A, VB>>(reinterpret_cast<Mask>(v) & table[f]);
+  }
+};
 template <typename T, int VB, typename MakeStager>
 void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeStager&& make_stager,
                        int64_t max_rows = 0, TaskOrder order = TaskOrder::kBlocksInner) {
   using A = acc_t<T>;
+  using Stager = decltype(make_stager(int64_t(0), int64_t(0)));
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t cg = g.channels_per_group();
   const int64_t taps = g.taps();
@@ -268,9 +308,23 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged output columns j in [col_lo, col_lo + staged_width) cover every tap offset.
   const int64_t col_lo = floor_div(g.pad_w - (g.Kw - 1) * g.dil_w, sw);
   const int64_t staged_width = t_padded + floor_div(sw - 1 + g.pad_w, sw) - col_lo;
+
+  // Channels on the lanes (see group_fills_vectors): grad_output staged pixel-major, and
+  // each residue's columns run through lane_gather_row with per-tap weight pointers.
+  const bool lanes = group_fills_vectors<A, VB>(g) && gx.s.c == 1;
+  // Weights read in place (column lanes only: the lane gathers read single weights, which
+  // would need a test each): nothing staged but grad_output, and no halo rows staged twice.
+  // Staging the weights took 37-52 % of grad_input; read in place (B=8, fp32, NCHW, rows of
+  // 64 bytes or more) grad_input took 0.61-0.70x its time at 56x56, 0.85-0.94x at 28x28,
+  // 0.91-1.0x at stride 2 (AVX-512 and AVX2). At 14x14 (56-byte rows) it was faster warm but up to
+  // 1.17x slower from cold caches, so narrower rows are staged.
+  bool in_place = false;
+  if constexpr (InPlaceWeightStager<Stager>) in_place = !lanes && make_stager(0, 0).in_place();
+
   if (max_rows == 0)
     max_rows = rows_within_budget(g.H, kGradInputStagingBudget, [&](int64_t rows) {
-      return (cg + taps) * grad_input_out_rows(g, rows) * staged_width * int64_t(sizeof(A));
+      return (cg + (in_place ? 0 : taps)) * grad_input_out_rows(g, rows) * staged_width *
+             int64_t(sizeof(A));
     });
   const RowTasks tasks(g, g.H, max_rows, order);
   const int64_t max_out_rows = grad_input_out_rows(g, tasks.per);
@@ -278,16 +332,22 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Staged lines (of grad_output channels and of weight taps) at fixed places: halos stay zero.
   const int64_t plane_stride = max_out_rows * staged_width;
 
-  // Channels on the lanes (see group_fills_vectors): grad_output staged pixel-major, and
-  // each residue's columns run through lane_gather_row with per-tap weight pointers.
-  const bool lanes = group_fills_vectors<A, VB>(g) && gx.s.c == 1;
-
+  auto run = [&](auto in_place_weights) {
+  constexpr bool kInPlace = decltype(in_place_weights)::value;
   at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
     std::vector<A> gybuf(cg * plane_stride);  // [c][row][col], or [row][col][c] with lanes
-    std::vector<A> wbuf(taps * plane_stride);
-    std::vector<int64_t> w_off(taps), gy_off(taps);  // valid taps of one (h, residue)
-    std::vector<const A*> w_ptr(taps);
+    // Staged weights, or in place the rows that could not be read there.
+    std::vector<A> wbuf(taps * (kInPlace ? t_padded : plane_stride));
+    std::vector<int64_t> gy_off(taps), mask_index(taps);  // per valid tap of one (h, residue)
+    std::vector<const A*> w_ptr_buf(taps);
+    // Raw pointers: stores through w_ptr (pointers) could alias the vectors' own pointers,
+    // which GCC then reloaded for every tap (n7 NCHW: 1.12x the gather's instructions).
+    A* const wb = wbuf.data();
+    const A** const w_ptr = w_ptr_buf.data();
+    int64_t* const gy_off_p = gy_off.data();
+    int64_t* const mask_index_p = mask_index.data();
     auto stager = make_stager(max_out_rows, staged_width);
+    const LaneMasks<A, VB> masks(col_lo, kInPlace ? staged_width : 0, g.Wo);
     for (int64_t task = begin; task < end; ++task) {
       const auto [b, grp, h0, h1] = tasks[task];
       // Output rows that touch input rows [h0, h1).
@@ -303,11 +363,14 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
         stage_lines(gybuf.data(), gy_planes,
                     LineBlock{cg, ni, staged_width, plane_stride, staged_width, gy.s.c, gy.s.h,
                               gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo, /*halo_zeroed=*/true});
-      stager.stage(wbuf.data(), plane_stride, b, grp, ilo, ni, staged_width, col_lo);
+      if constexpr (!kInPlace) stager.stage(wb, plane_stride, b, grp, ilo, ni, staged_width, col_lo);
 
       for (int64_t h = h0; h < h1; ++h) {
         for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
+          // The valid taps: tap n reads output column t + col_lo + k for column w = rw + sw * t,
+          // at w_ptr[n][t] (weights) and gy_off[n] + t (staged grad_output).
           int64_t ntaps = 0;
+          int64_t t_lo = 0, t_hi = t_padded;  // columns t whose every tap is inside [0, Wo)
           for (int64_t u = 0; u < g.Kh; ++u) {
             const int64_t num_h = h + g.pad_h - u * g.dil_h;
             if (floor_div(num_h, sh) * sh != num_h) continue;
@@ -316,37 +379,55 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
             for (int64_t v = 0; v < g.Kw; ++v) {
               const int64_t num_w = rw + g.pad_w - v * g.dil_w;
               if (floor_div(num_w, sw) * sw != num_w) continue;
-              const int64_t k = floor_div(num_w, sw) - col_lo;
-              w_off[ntaps] = (u * g.Kw + v) * plane_stride + (i - ilo) * staged_width + k;
-              gy_off[ntaps] = (i - ilo) * staged_width + k;
+              const int64_t j0 = floor_div(num_w, sw);
+              const int64_t k = j0 - col_lo;
+              if constexpr (kInPlace) {
+                w_ptr[ntaps] = stager.row(b, grp, u * g.Kw + v, i, j0, t_padded,
+                                          wb + ntaps * t_padded);
+                mask_index_p[ntaps] = k;
+                t_lo = std::max(t_lo, -j0);
+                t_hi = std::min(t_hi, g.Wo - j0);
+              } else {
+                w_ptr[ntaps] = wb + (u * g.Kw + v) * plane_stride + (i - ilo) * staged_width + k;
+              }
+              gy_off_p[ntaps] = (i - ilo) * staged_width + k;
               ++ntaps;
             }
           }
           const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
           T* gx_row = gx.data + b * gx.s.b + grp * cg * gx.s.c + h * gx.s.h + rw * gx.s.w;
           if (lanes) {
-            for (int64_t n = 0; n < ntaps; ++n) {
-              w_ptr[n] = wbuf.data() + w_off[n];
-              gy_off[n] *= cg;
-            }
+            for (int64_t n = 0; n < ntaps; ++n) gy_off_p[n] *= cg;
             for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
               lane_gather_row_any<T, VB, decltype(nv)::value>(
-                  gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr.data(),
-                  gybuf.data() + v0 * VL, cg, gy_off.data(), ntaps, count);
+                  gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr,
+                  gybuf.data() + v0 * VL, cg, gy_off_p, ntaps, count);
             });
             continue;
           }
+          // Weights read in place take the vectors reaching beside their rows (outside
+          // [t_lo, t_hi)) and-ed with the lane masks. Written out here: as a function (even
+          // inlined) GCC made the loop 1.15x the instructions (NCHW 7x7).
           for_each_channel_block(cg, [&](auto cb, int64_t c0) {
             constexpr int CB = decltype(cb)::value;
             const A* gyc = gybuf.data() + c0 * plane_stride;
             T* dst = gx_row + c0 * gx.s.c;
             for (int64_t t = 0; t < count; t += VL) {
               Vec<A, VB> acc[CB] = {};
-              for (int64_t n = 0; n < ntaps; ++n) {
-                const Vec<A, VB> wv = load<VB>(&wbuf[w_off[n] + t]);
-                const A* gp = gyc + gy_off[n] + t;
+              if (kInPlace && (t < t_lo || std::min(t + VL, count) > t_hi)) {
+                for (int64_t n = 0; n < ntaps; ++n) {
+                  const Vec<A, VB> wv = masks.apply(load<VB>(w_ptr[n] + t), t + mask_index_p[n]);
+                  const A* gp = gyc + gy_off_p[n] + t;
 #pragma GCC unroll 16
-                for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
+                  for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
+                }
+              } else {
+                for (int64_t n = 0; n < ntaps; ++n) {
+                  const Vec<A, VB> wv = load<VB>(w_ptr[n] + t);
+                  const A* gp = gyc + gy_off_p[n] + t;
+#pragma GCC unroll 16
+                  for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
+                }
               }
               const int64_t m = std::min(VL, count - t);
 #pragma GCC unroll 16
@@ -358,6 +439,11 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
       }
     }
   });
+  };
+  if constexpr (InPlaceWeightStager<Stager>) {
+    if (in_place) return run(std::true_type{});
+  }
+  run(std::false_type{});
 }
 
 // grad_w[tap, j] of output row i0 + local_row = sum over the group's channels c of
