@@ -25,9 +25,11 @@ namespace {
 // with scalar arguments, kept out of line: inlined into the task loop, GCC kept the
 // accumulators (or the tap tables and loop bound) on the stack, reloaded every tap.
 template <typename T, int VB, int CB, typename A>
-__attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x,
-                      int64_t channel_stride, int64_t row_offset, const int64_t* tap_offset,
-                      int64_t taps, int64_t wo, int64_t wo_padded) {
+__attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y_sw,
+                                                const A* const* wp, const A* x,
+                                                int64_t channel_stride, int64_t row_offset,
+                                                const int64_t* tap_offset, int64_t taps,
+                                                int64_t wo, int64_t wo_padded) {
   constexpr int64_t VL = kLanes<A, VB>;
   for (int64_t j = 0; j < wo_padded; j += VL) {
     Vec<A, VB> acc[CB] = {};
@@ -268,9 +270,10 @@ constexpr int64_t kGradInputStagingBudget = 512 << 10;
 // returns p with p[k] = tap's weight at output row i, column col0 + k, for k in [0, width)
 // (readable memory; columns outside [0, Wo) may hold anything, the gather zeroes them),
 // staging the row into scratch (width elements) when it cannot be read in place.
-template <typename S>
-concept InPlaceWeightStager = requires(S s) {
+template <typename S, typename A>
+concept InPlaceWeightStager = requires(S s, int64_t n, A* scratch) {
   { s.in_place() } -> std::convertible_to<bool>;
+  { s.row(n, n, n, n, n, n, scratch) } -> std::convertible_to<const A*>;
 };
 
 // Per first column f (from col0, `count` of them): the mask of a vector's lanes l whose
@@ -316,10 +319,12 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // would need a test each): nothing staged but grad_output, and no halo rows staged twice.
   // Staging the weights took 37-52 % of grad_input; read in place (B=8, fp32, NCHW, rows of
   // 64 bytes or more) grad_input took 0.61-0.70x its time at 56x56, 0.85-0.94x at 28x28,
-  // 0.91-1.0x at stride 2 (AVX-512 and AVX2). At 14x14 (56-byte rows) it was faster warm but up to
-  // 1.17x slower from cold caches, so narrower rows are staged.
+  // 0.91-1.0x at stride 2 (AVX-512 and AVX2). At 14x14 (56-byte rows) it was faster warm
+  // but up to 1.17x slower from cold caches, so narrower rows are staged. A stager for no
+  // rows (it allocates nothing) answers whether its weights can be read in place.
   bool in_place = false;
-  if constexpr (InPlaceWeightStager<Stager>) in_place = !lanes && make_stager(0, 0).in_place();
+  if constexpr (InPlaceWeightStager<Stager, A>)
+    in_place = !lanes && make_stager(0, 0).in_place();
 
   if (max_rows == 0)
     max_rows = rows_within_budget(g.H, kGradInputStagingBudget, [&](int64_t rows) {
@@ -333,114 +338,115 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   const int64_t plane_stride = max_out_rows * staged_width;
 
   auto run = [&](auto in_place_weights) {
-  constexpr bool kInPlace = decltype(in_place_weights)::value;
-  at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> gybuf(cg * plane_stride);  // [c][row][col], or [row][col][c] with lanes
-    // Staged weights, or in place the rows that could not be read there.
-    std::vector<A> wbuf(taps * (kInPlace ? t_padded : plane_stride));
-    std::vector<int64_t> gy_off(taps), mask_index(taps);  // per valid tap of one (h, residue)
-    std::vector<const A*> w_ptr_buf(taps);
-    // Raw pointers: stores through w_ptr (pointers) could alias the vectors' own pointers,
-    // which GCC then reloaded for every tap (n7 NCHW: 1.12x the gather's instructions).
-    A* const wb = wbuf.data();
-    const A** const w_ptr = w_ptr_buf.data();
-    int64_t* const gy_off_p = gy_off.data();
-    int64_t* const mask_index_p = mask_index.data();
-    auto stager = make_stager(max_out_rows, staged_width);
-    const LaneMasks<A, VB> masks(col_lo, kInPlace ? staged_width : 0, g.Wo);
-    for (int64_t task = begin; task < end; ++task) {
-      const auto [b, grp, h0, h1] = tasks[task];
-      // Output rows that touch input rows [h0, h1).
-      const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
-      const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
-      const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
-      const T* gy_planes = gy.data + b * gy.s.b + grp * cg * gy.s.c;
-      if (lanes)
-        stage_pixel_rows(gybuf.data(), gy_planes,
-                         PixelBlock{cg, gy.s.c, gy.s.h, gy.s.w, ilo, ni, g.Ho, col_lo,
-                                    staged_width, g.Wo});
-      else
-        stage_lines(gybuf.data(), gy_planes,
-                    LineBlock{cg, ni, staged_width, plane_stride, staged_width, gy.s.c, gy.s.h,
-                              gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo, /*halo_zeroed=*/true});
-      if constexpr (!kInPlace) stager.stage(wb, plane_stride, b, grp, ilo, ni, staged_width, col_lo);
+    constexpr bool kInPlace = decltype(in_place_weights)::value;
+    at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> gybuf(cg * plane_stride);  // [c][row][col], or [row][col][c] with lanes
+      // Staged weights, or in place the rows that could not be read there.
+      std::vector<A> wbuf(taps * (kInPlace ? t_padded : plane_stride));
+      std::vector<int64_t> gy_off(taps), mask_index(taps);  // per valid tap of one (h, residue)
+      std::vector<const A*> w_ptr_buf(taps);
+      // Raw pointers: stores through w_ptr (pointers) could alias the vectors' own pointers,
+      // which GCC then reloaded for every tap (n7 NCHW: 1.12x the gather's instructions).
+      A* const wb = wbuf.data();
+      const A** const w_ptr = w_ptr_buf.data();
+      int64_t* const gy_off_p = gy_off.data();
+      int64_t* const mask_index_p = mask_index.data();
+      auto stager = make_stager(max_out_rows, staged_width);
+      const LaneMasks<A, VB> masks(col_lo, kInPlace ? staged_width : 0, g.Wo);
+      for (int64_t task = begin; task < end; ++task) {
+        const auto [b, grp, h0, h1] = tasks[task];
+        // Output rows that touch input rows [h0, h1).
+        const int64_t ilo = std::max<int64_t>(0, ceil_div(h0 + g.pad_h - (g.Kh - 1) * g.dil_h, sh));
+        const int64_t ihi = std::min(g.Ho - 1, floor_div(h1 - 1 + g.pad_h, sh));
+        const int64_t ni = std::max<int64_t>(0, ihi - ilo + 1);
+        const T* gy_planes = gy.data + b * gy.s.b + grp * cg * gy.s.c;
+        if (lanes)
+          stage_pixel_rows(gybuf.data(), gy_planes,
+                           PixelBlock{cg, gy.s.c, gy.s.h, gy.s.w, ilo, ni, g.Ho, col_lo,
+                                      staged_width, g.Wo});
+        else
+          stage_lines(gybuf.data(), gy_planes,
+                      LineBlock{cg, ni, staged_width, plane_stride, staged_width, gy.s.c, gy.s.h,
+                                gy.s.w, ilo, g.Ho, col_lo, 1, g.Wo, /*halo_zeroed=*/true});
+        if constexpr (!kInPlace)
+          stager.stage(wb, plane_stride, b, grp, ilo, ni, staged_width, col_lo);
 
-      for (int64_t h = h0; h < h1; ++h) {
-        for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
-          // The valid taps: tap n reads output column t + col_lo + k for column w = rw + sw * t,
-          // at w_ptr[n][t] (weights) and gy_off[n] + t (staged grad_output).
-          int64_t ntaps = 0;
-          int64_t t_lo = 0, t_hi = t_padded;  // columns t whose every tap is inside [0, Wo)
-          for (int64_t u = 0; u < g.Kh; ++u) {
-            const int64_t num_h = h + g.pad_h - u * g.dil_h;
-            if (floor_div(num_h, sh) * sh != num_h) continue;
-            const int64_t i = num_h / sh;
-            if (i < ilo || i > ihi) continue;
-            for (int64_t v = 0; v < g.Kw; ++v) {
-              const int64_t num_w = rw + g.pad_w - v * g.dil_w;
-              if (floor_div(num_w, sw) * sw != num_w) continue;
-              const int64_t j0 = floor_div(num_w, sw);
-              const int64_t k = j0 - col_lo;
-              if constexpr (kInPlace) {
-                w_ptr[ntaps] = stager.row(b, grp, u * g.Kw + v, i, j0, t_padded,
-                                          wb + ntaps * t_padded);
-                mask_index_p[ntaps] = k;
-                t_lo = std::max(t_lo, -j0);
-                t_hi = std::min(t_hi, g.Wo - j0);
-              } else {
-                w_ptr[ntaps] = wb + (u * g.Kw + v) * plane_stride + (i - ilo) * staged_width + k;
+        for (int64_t h = h0; h < h1; ++h) {
+          for (int64_t rw = 0; rw < sw && rw < g.W; ++rw) {
+            // The valid taps: tap n reads output column t + col_lo + k for column w = rw + sw * t,
+            // at w_ptr[n][t] (weights) and gy_off[n] + t (staged grad_output).
+            int64_t ntaps = 0;
+            int64_t t_lo = 0, t_hi = t_padded;  // columns t whose every tap is inside [0, Wo)
+            for (int64_t u = 0; u < g.Kh; ++u) {
+              const int64_t num_h = h + g.pad_h - u * g.dil_h;
+              if (floor_div(num_h, sh) * sh != num_h) continue;
+              const int64_t i = num_h / sh;
+              if (i < ilo || i > ihi) continue;
+              for (int64_t v = 0; v < g.Kw; ++v) {
+                const int64_t num_w = rw + g.pad_w - v * g.dil_w;
+                if (floor_div(num_w, sw) * sw != num_w) continue;
+                const int64_t j0 = floor_div(num_w, sw);
+                const int64_t k = j0 - col_lo;
+                if constexpr (kInPlace) {
+                  w_ptr[ntaps] = stager.row(b, grp, u * g.Kw + v, i, j0, t_padded,
+                                            wb + ntaps * t_padded);
+                  mask_index_p[ntaps] = k;
+                  t_lo = std::max(t_lo, -j0);
+                  t_hi = std::min(t_hi, g.Wo - j0);
+                } else {
+                  w_ptr[ntaps] = wb + (u * g.Kw + v) * plane_stride + (i - ilo) * staged_width + k;
+                }
+                gy_off_p[ntaps] = (i - ilo) * staged_width + k;
+                ++ntaps;
               }
-              gy_off_p[ntaps] = (i - ilo) * staged_width + k;
-              ++ntaps;
             }
-          }
-          const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
-          T* gx_row = gx.data + b * gx.s.b + grp * cg * gx.s.c + h * gx.s.h + rw * gx.s.w;
-          if (lanes) {
-            for (int64_t n = 0; n < ntaps; ++n) gy_off_p[n] *= cg;
-            for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
-              lane_gather_row_any<T, VB, decltype(nv)::value>(
-                  gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr,
-                  gybuf.data() + v0 * VL, cg, gy_off_p, ntaps, count);
+            const int64_t count = ceil_div(g.W - rw, sw);  // columns w = rw + sw * t
+            T* gx_row = gx.data + b * gx.s.b + grp * cg * gx.s.c + h * gx.s.h + rw * gx.s.w;
+            if (lanes) {
+              for (int64_t n = 0; n < ntaps; ++n) gy_off_p[n] *= cg;
+              for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
+                lane_gather_row_any<T, VB, decltype(nv)::value>(
+                    gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr,
+                    gybuf.data() + v0 * VL, cg, gy_off_p, ntaps, count);
+              });
+              continue;
+            }
+            // Weights read in place take the vectors reaching beside their rows (outside
+            // [t_lo, t_hi)) and-ed with the lane masks. Written out here: as a function (even
+            // inlined) GCC made the loop 1.15x the instructions (NCHW 7x7).
+            for_each_channel_block(cg, [&](auto cb, int64_t c0) {
+              constexpr int CB = decltype(cb)::value;
+              const A* gyc = gybuf.data() + c0 * plane_stride;
+              T* dst = gx_row + c0 * gx.s.c;
+              for (int64_t t = 0; t < count; t += VL) {
+                Vec<A, VB> acc[CB] = {};
+                if (kInPlace && (t < t_lo || std::min(t + VL, count) > t_hi)) {
+                  for (int64_t n = 0; n < ntaps; ++n) {
+                    const Vec<A, VB> wv = masks.apply(load<VB>(w_ptr[n] + t), t + mask_index_p[n]);
+                    const A* gp = gyc + gy_off_p[n] + t;
+  #pragma GCC unroll 16
+                    for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
+                  }
+                } else {
+                  for (int64_t n = 0; n < ntaps; ++n) {
+                    const Vec<A, VB> wv = load<VB>(w_ptr[n] + t);
+                    const A* gp = gyc + gy_off_p[n] + t;
+  #pragma GCC unroll 16
+                    for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
+                  }
+                }
+                const int64_t m = std::min(VL, count - t);
+  #pragma GCC unroll 16
+                for (int c = 0; c < CB; ++c)
+                  store_lanes<A>(dst + c * gx.s.c + t * sw * gx.s.w, sw * gx.s.w, acc[c], m);
+              }
             });
-            continue;
           }
-          // Weights read in place take the vectors reaching beside their rows (outside
-          // [t_lo, t_hi)) and-ed with the lane masks. Written out here: as a function (even
-          // inlined) GCC made the loop 1.15x the instructions (NCHW 7x7).
-          for_each_channel_block(cg, [&](auto cb, int64_t c0) {
-            constexpr int CB = decltype(cb)::value;
-            const A* gyc = gybuf.data() + c0 * plane_stride;
-            T* dst = gx_row + c0 * gx.s.c;
-            for (int64_t t = 0; t < count; t += VL) {
-              Vec<A, VB> acc[CB] = {};
-              if (kInPlace && (t < t_lo || std::min(t + VL, count) > t_hi)) {
-                for (int64_t n = 0; n < ntaps; ++n) {
-                  const Vec<A, VB> wv = masks.apply(load<VB>(w_ptr[n] + t), t + mask_index_p[n]);
-                  const A* gp = gyc + gy_off_p[n] + t;
-#pragma GCC unroll 16
-                  for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
-                }
-              } else {
-                for (int64_t n = 0; n < ntaps; ++n) {
-                  const Vec<A, VB> wv = load<VB>(w_ptr[n] + t);
-                  const A* gp = gyc + gy_off_p[n] + t;
-#pragma GCC unroll 16
-                  for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(gp + c * plane_stride);
-                }
-              }
-              const int64_t m = std::min(VL, count - t);
-#pragma GCC unroll 16
-              for (int c = 0; c < CB; ++c)
-                store_lanes<A>(dst + c * gx.s.c + t * sw * gx.s.w, sw * gx.s.w, acc[c], m);
-            }
-          });
         }
       }
-    }
-  });
+    });
   };
-  if constexpr (InPlaceWeightStager<Stager>) {
+  if constexpr (InPlaceWeightStager<Stager, A>) {
     if (in_place) return run(std::true_type{});
   }
   run(std::false_type{});

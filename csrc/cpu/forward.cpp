@@ -24,8 +24,7 @@ class TensorWeightRows {
     // prefetch, level when the weight is cached). Rows under half a cache line share lines
     // with the next row, already on their way (7x7 fp32: no gain).
     prefetch_ = wo_bytes_ >= 32;
-    end_ = w.data + 1 + (g.B - 1) * w.s.b + (g.G - 1) * w.s.g + (g.Kh - 1) * w.s.u +
-           (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
+    end_ = weight_footprint_end(g, w);
   }
 
   void begin_task(int64_t b, int64_t grp, int64_t, int64_t i1) {
@@ -44,15 +43,12 @@ class TensorWeightRows {
       const T* src = plane_ + tap_offset_[tap] + i * w_.s.i;
       A* staged = &wrow_[tap * wo_padded_];
       if (end_ - src >= wo_padded_) {
-        // The weight is 49 concurrent streams for K=7, more than the hardware prefetcher
-        // follows: fetch the next row's segments by hand. Read in place (fp32/fp64), they
-        // go to L2 only: in L1 they evicted the staged input rows the gather reads beside
-        // them (B=8, 56x56: 0.61-0.67x the time with AVX-512, 0.65-0.79x with AVX2, stride 2
-        // 0.69-0.86x). Converted right away (fp16/bf16), they go to L1 (L2 there: 1.1-1.2x).
+        // The next row, fetched by hand (prefetch_bytes). Read in place (fp32/fp64), it
+        // goes to L2 only: in L1 it evicted the staged input rows the gather reads beside
+        // it (B=8, 56x56: 0.61-0.67x the time with AVX-512, 0.65-0.79x with AVX2, stride 2
+        // 0.69-0.86x). Converted right away (fp16/bf16), it goes to L1 (L2 there: 1.1-1.2x).
         constexpr int locality = std::is_same_v<T, A> ? 2 : 3;
-        if (prefetch_ && i + 1 < i1_)
-          for (int64_t off = 0; off < wo_bytes_; off += 64)
-            __builtin_prefetch(reinterpret_cast<const char*>(src + w_.s.i) + off, 0, locality);
+        if (prefetch_ && i + 1 < i1_) prefetch_bytes<locality>(src + w_.s.i, wo_bytes_);
         if constexpr (std::is_same_v<T, A>) {
           wp_[tap] = src;
         } else {  // whole vectors, no tail: converted as fast as they are read

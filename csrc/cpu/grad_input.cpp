@@ -12,10 +12,8 @@ void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weigh
   class TensorStager {
    public:
     TensorStager(const Geometry& geom, View6<const T> weight)
-        : g(geom), w(weight), tap_offset(weight_tap_offsets(geom, weight.s)) {
-      end = w.data + 1 + (g.B - 1) * w.s.b + (g.G - 1) * w.s.g + (g.Kh - 1) * w.s.u +
-            (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
-    }
+        : g(geom), w(weight), tap_offset(weight_tap_offsets(geom, weight.s)),
+          end(weight_footprint_end(geom, weight)) {}
     void stage(A* dst, int64_t tap_stride, int64_t b, int64_t grp, int64_t ilo, int64_t ni,
                int64_t width, int64_t col0) {
       stage_weight_rows(dst, tap_stride, width, w.data + b * w.s.b + grp * w.s.g, g, w.s, ilo,
@@ -32,10 +30,8 @@ void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weigh
       if constexpr (std::is_same_v<T, A>) {
         const int64_t first = (line - w.data) + col0;  // the read's extent, against the tensor's
         if (first >= 0 && first + width <= end - w.data) {
-          // As in the forward: the next row's segment, fetched into L2 (49 streams at K=7).
-          if (i + 1 < g.Ho)
-            for (int64_t off = 0; off < g.Wo * int64_t(sizeof(T)); off += 64)
-              __builtin_prefetch(reinterpret_cast<const char*>(line + w.s.i) + off, 0, 2);
+          // As in the forward: the next row, fetched into L2.
+          if (i + 1 < g.Ho) prefetch_bytes<2>(line + w.s.i, g.Wo * int64_t(sizeof(T)));
           return line + col0;
         }
       }
@@ -47,7 +43,7 @@ void grad_input(const Geometry& g, View4<const T> grad_out, View6<const T> weigh
     const Geometry& g;
     View6<const T> w;
     std::vector<int64_t> tap_offset;
-    const T* end = nullptr;
+    const T* end;
   };
   with_vector_width<T>(ceil_div(g.W, g.stride_w), [&](auto vb) {
     grad_input_gather<T, vb()>(g, grad_out, grad_in,

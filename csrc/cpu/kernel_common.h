@@ -474,6 +474,23 @@ inline std::vector<int64_t> weight_tap_offsets(const Geometry& g, const Strides6
   return offsets;
 }
 
+// One past the last element of a weight-shaped view (nonnegative strides): a read of a row
+// in place, whole vectors past the row's end included, must end within it.
+template <typename T>
+const T* weight_footprint_end(const Geometry& g, View6<const T> w) {
+  return w.data + 1 + (g.B - 1) * w.s.b + (g.G - 1) * w.s.g + (g.Kh - 1) * w.s.u +
+         (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
+}
+
+// Fetches bytes [p, p + bytes) a cache line at a time, into L2 (Locality 2) or L1 (3). The
+// weights read in place are K*K concurrent row streams (49 at K=7), more than the hardware
+// prefetcher follows, so the kernels fetch each tap's next row by hand.
+template <int Locality>
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64)
+    __builtin_prefetch(static_cast<const char*>(p) + off, 0, Locality);
+}
+
 // Stages rows [row0, row0 + rows) of every tap's weight plane (columns col0 + k): tap t
 // lands at dst + t*dst_tap. Taps one stride apart (contiguous or pixel-major weights)
 // are staged as one block of planes. halo_zeroed: see stage_line.
