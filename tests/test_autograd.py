@@ -35,16 +35,21 @@ def test_backward_pixel_major_weight(dtype, kernel_device):
         check_backward(case, dtype, bool(i % 2), i, kernel_device, pixel_major_weight=True)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_grad_input_ignores_what_lies_beside_weight_rows(dtype, kernel_device):
+def test_grad_input_ignores_what_lies_beside_weight_rows(dtype, channels_last, kernel_device):
     """grad_input reads fp32/fp64 weight rows in place, whole vectors reaching past a row's
     ends, and must zero what it finds there: here every row of the weight is flanked by
-    NaN and inf (a view into a wider buffer), which must not reach any gradient."""
-    cases = [Case(B=2, C=4, G=2, H=9, W=W, K=K, stride=(s, s), padding=(p, p), dilation=(d, d))
+    NaN and inf (a view into a wider buffer), which must not reach any gradient. Channels_last
+    with 16 channels per group takes the gather with channels on the vector lanes, which
+    copies a row's ends masked."""
+    C = 32 if channels_last else 4
+    cases = [Case(B=2, C=C, G=2, H=9, W=W, K=K, stride=(s, s), padding=(p, p), dilation=(d, d))
              for W, K, s, p, d in [(20, (3, 3), 1, 1, 1), (40, (7, 7), 1, 3, 1), (33, (5, 3), 2, 2, 1),
-                                   (41, (3, 3), 2, 2, 2), (17, (7, 7), 1, 3, 1), (9, (3, 3), 1, 1, 1)]]
+                                   (41, (3, 3), 2, 2, 2), (17, (7, 7), 1, 3, 1), (9, (3, 3), 1, 1, 1),
+                                   (70, (7, 5), 1, 3, 1)]]
     for i, case in enumerate(cases):
-        x, w = case.tensors(dtype, channels_last=False, seed=i)
+        x, w = case.tensors(dtype, channels_last=channels_last, seed=i)
         Ho, Wo = case.out
         wide = torch.full((*w.shape[:-1], Wo + 40), float("nan"), dtype=dtype)
         wide[..., :20:2] = float("inf")
@@ -52,8 +57,11 @@ def test_grad_input_ignores_what_lies_beside_weight_rows(dtype, kernel_device):
         flanked = wide[..., 20:20 + Wo]
         flanked.copy_(w)
         gy = torch.randn(case.B, case.C, Ho, Wo, generator=torch.Generator().manual_seed(i), dtype=dtype)
+        if channels_last:
+            gy = gy.contiguous(memory_format=torch.channels_last)
         gx, _ = torch.ops.involution.backward(*to_device(kernel_device, gy, x, flanked), *case.args(),
                                               [True, False])
+        assert gx.is_contiguous(memory_format=torch.channels_last) == channels_last
         gx_ref, _, gx_scale, _ = reference_grads(x, w, gy, case)
         assert_close_scaled(gx.cpu(), gx_ref, gx_scale, dtype, f"grad_input {case} {dtype}")
 

@@ -111,11 +111,12 @@ struct StagedPixels {
   int64_t row_offset(int64_t local_row) const { return local_row * g.stride_h * row_pitch; }
 };
 
-// Output pixels [0, wo) of one row, NV vectors of channels: channel c of pixel j, stored at
-// y[j * y_sw + c * y_sc] (one vector store when y_sc == 1), is the sum over taps of
+// Output pixels [j_begin, j_end) of one row, NV vectors of channels: channel c of pixel j,
+// stored at y[j * y_sw + c * y_sc] (one vector store when y_sc == 1), is the sum over taps of
 // wp[tap][j] * x[tap_offset[tap] + j * col_step + c], in blocks of P pixels (P * NV
 // accumulators in registers); the last block overlaps the one before rather than running a
-// tail (its pixels are worked out again, to the same values). Needs wo >= P. CS, when not 0,
+// tail (its pixels are worked out again, to the same values). Needs j_end - j_begin >= P,
+// and reads only wp[tap][j_begin .. j_end). CS, when not 0,
 // is col_step known at compile time: the P pixels' loads then take constant displacements
 // from one pointer (with col_step in a register GCC spent more instructions on addresses
 // than on FMAs, and spilled).
@@ -123,11 +124,11 @@ template <typename T, int VB, int NV, int P, int CS, typename A>
 __attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sc, int64_t y_sw,
                                                const A* const* wp, const A* x,
                                                int64_t col_step_arg, const int64_t* tap_offset,
-                                               int64_t taps, int64_t wo) {
+                                               int64_t taps, int64_t j_begin, int64_t j_end) {
   constexpr int64_t VL = kLanes<A, VB>;
   const int64_t col_step = CS != 0 ? CS : col_step_arg;
-  for (int64_t j0 = 0; j0 < wo; j0 += P) {
-    const int64_t j = std::min(j0, wo - P);
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += P) {
+    const int64_t j = std::min(j0, j_end - P);
     const A* xj = x + j * col_step;
     Vec<A, VB> acc[P][NV] = {};
     for (int64_t tap = 0; tap < taps; ++tap) {
@@ -152,23 +153,27 @@ __attribute__((noinline)) void lane_gather_row(T* y, int64_t y_sc, int64_t y_sw,
 // current x86 cores (4 cycles, 2 per cycle).
 constexpr int kLaneAccumulators = 8;
 
-// lane_gather_row with the widest block of pixels the row allows; at full width, with the
+// lane_gather_row with the widest block of pixels the columns allow; at full width, with the
 // column step fixed when it is one block of channels (a group of NV vectors, stride 1).
 template <typename T, int VB, int NV, int P = kLaneAccumulators / NV, typename A>
 void lane_gather_row_any(T* y, int64_t y_sc, int64_t y_sw, const A* const* wp, const A* x,
-                         int64_t col_step, const int64_t* tap_offset, int64_t taps, int64_t wo) {
+                         int64_t col_step, const int64_t* tap_offset, int64_t taps,
+                         int64_t j_begin, int64_t j_end) {
   constexpr int kBlock = NV * kLanes<A, VB>;
+  const int64_t n = j_end - j_begin;
+  if (n <= 0) return;
   if constexpr (P == kLaneAccumulators / NV) {
-    if (wo >= P && col_step == kBlock)
+    if (n >= P && col_step == kBlock)
       return lane_gather_row<T, VB, NV, P, kBlock>(y, y_sc, y_sw, wp, x, col_step, tap_offset,
-                                                   taps, wo);
+                                                   taps, j_begin, j_end);
   }
   if constexpr (P > 1) {
-    if (wo < P)
+    if (n < P)
       return lane_gather_row_any<T, VB, NV, P / 2>(y, y_sc, y_sw, wp, x, col_step, tap_offset,
-                                                   taps, wo);
+                                                   taps, j_begin, j_end);
   }
-  lane_gather_row<T, VB, NV, P, 0>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, wo);
+  lane_gather_row<T, VB, NV, P, 0>(y, y_sc, y_sw, wp, x, col_step, tap_offset, taps, j_begin,
+                                   j_end);
 }
 
 // The channels-on-lanes gathers need a group's channels to fill whole vectors. The forward
@@ -221,7 +226,7 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
       for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
         lane_gather_row_any<T, VB, decltype(nv)::value>(
             out_row(b, grp, i) + v0 * VL * y.s.c, y.s.c, y.s.w, wp, xrow + v0 * VL,
-            g.stride_w * cg, xs.tap_offset.data(), taps, g.Wo);
+            g.stride_w * cg, xs.tap_offset.data(), taps, 0, g.Wo);
       });
     });
   }
@@ -262,6 +267,8 @@ inline int64_t grad_input_out_rows(const Geometry& g, int64_t rows) {
 // (whole 28x28 planes, blocks of 14 rows at 56x56) took 0.74-0.90x the time at 56x56, 28x28
 // and stride 2 (B=8, fp32), and 1 MiB gained nothing more.
 constexpr int64_t kGradInputStagingBudget = 512 << 10;
+// Weight rows at least this long are read in place by the channels-on-lanes gather.
+constexpr int64_t kLaneInPlaceMinRowBytes = 192;
 
 // A WeightStager that can also hand out weight rows in place:
 //   bool in_place();  // whether row() may be called (else stage() is)
@@ -315,16 +322,21 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // Channels on the lanes (see group_fills_vectors): grad_output staged pixel-major, and
   // each residue's columns run through lane_gather_row with per-tap weight pointers.
   const bool lanes = group_fills_vectors<A, VB>(g) && gx.s.c == 1;
-  // Weights read in place (column lanes only: the lane gathers read single weights, which
-  // would need a test each): nothing staged but grad_output, and no halo rows staged twice.
+  // Vectors of the lane gather's masked edges: 4 lanes, as few columns reach outside a row.
+  constexpr int kEdgeBytes = std::min<int>(VB, 4 * sizeof(A));
+  // Weights read in place: nothing staged but grad_output, and no halo rows staged twice.
   // Staging the weights took 37-52 % of grad_input; read in place (B=8, fp32, NCHW, rows of
   // 64 bytes or more) grad_input took 0.61-0.70x its time at 56x56, 0.85-0.94x at 28x28,
   // 0.91-1.0x at stride 2 (AVX-512 and AVX2). At 14x14 (56-byte rows) it was faster warm
   // but up to 1.17x slower from cold caches, so narrower rows are staged. A stager for no
   // rows (it allocates nothing) answers whether its weights can be read in place.
+  // With channels on the lanes, a row's ends are copied (see below): in place took 0.74-0.80x
+  // the time at 56x56 (224-byte rows) but 1.1-1.3x at 28x28 and stride 2 (112 bytes), where
+  // the staged blocks are whole planes with no halo rows staged twice.
   bool in_place = false;
   if constexpr (InPlaceWeightStager<Stager, A>)
-    in_place = !lanes && make_stager(0, 0).in_place();
+    in_place = make_stager(0, 0).in_place() &&
+               (!lanes || g.Wo * int64_t(sizeof(A)) >= kLaneInPlaceMinRowBytes);
 
   if (max_rows == 0)
     max_rows = rows_within_budget(g.H, kGradInputStagingBudget, [&](int64_t rows) {
@@ -344,15 +356,18 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
       // Staged weights, or in place the rows that could not be read there.
       std::vector<A> wbuf(taps * (kInPlace ? t_padded : plane_stride));
       std::vector<int64_t> gy_off(taps), mask_index(taps);  // per valid tap of one (h, residue)
-      std::vector<const A*> w_ptr_buf(taps);
+      std::vector<const A*> w_ptr_buf(taps), w_edge_buf(kInPlace && lanes ? taps : 0);
       // Raw pointers: stores through w_ptr (pointers) could alias the vectors' own pointers,
       // which GCC then reloaded for every tap (n7 NCHW: 1.12x the gather's instructions).
       A* const wb = wbuf.data();
       const A** const w_ptr = w_ptr_buf.data();
+      const A** const w_edge = w_edge_buf.data();
       int64_t* const gy_off_p = gy_off.data();
       int64_t* const mask_index_p = mask_index.data();
       auto stager = make_stager(max_out_rows, staged_width);
-      const LaneMasks<A, VB> masks(col_lo, kInPlace ? staged_width : 0, g.Wo);
+      const LaneMasks<A, VB> masks(col_lo, kInPlace && !lanes ? staged_width : 0, g.Wo);
+      const LaneMasks<A, kEdgeBytes> edge_masks(col_lo, kInPlace && lanes ? staged_width : 0,
+                                                g.Wo);
       for (int64_t task = begin; task < end; ++task) {
         const auto [b, grp, h0, h1] = tasks[task];
         // Output rows that touch input rows [h0, h1).
@@ -404,11 +419,46 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
             T* gx_row = gx.data + b * gx.s.b + grp * cg * gx.s.c + h * gx.s.h + rw * gx.s.w;
             if (lanes) {
               for (int64_t n = 0; n < ntaps; ++n) gy_off_p[n] *= cg;
-              for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
-                lane_gather_row_any<T, VB, decltype(nv)::value>(
-                    gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, w_ptr,
-                    gybuf.data() + v0 * VL, cg, gy_off_p, ntaps, count);
-              });
+              // Columns [t0, t1), with the weights of tap n at wp[n][t].
+              auto lane_gather = [&](const A* const* wp, int64_t t0, int64_t t1) {
+                for_each_lane_block(cg / VL, [&](auto nv, int64_t v0) {
+                  lane_gather_row_any<T, VB, decltype(nv)::value>(
+                      gx_row + v0 * VL * gx.s.c, gx.s.c, sw * gx.s.w, wp,
+                      gybuf.data() + v0 * VL, cg, gy_off_p, ntaps, t0, t1);
+                });
+              };
+              if constexpr (kInPlace) {
+                // The lane gather reads single weights, so row ends cannot be masked in
+                // registers: the columns below m0 and from m1 (covering those outside
+                // [t_lo, t_hi)) are copied masked into the tap's scratch line, the columns
+                // between are read in place. Each edge spans a block of pixels at least:
+                // edges of 3 pixels took narrower blocks with fewer accumulators (at 28x28,
+                // 1.3x the staged weights' time).
+                constexpr int64_t EL = kLanes<A, kEdgeBytes>;
+                const int64_t pixels = kLaneAccumulators / std::min<int64_t>(4, cg / VL);
+                const int64_t m0 =
+                    t_lo == 0 ? 0 : std::min(count, round_up(std::max(t_lo, pixels), EL));
+                const int64_t m1 =
+                    t_hi >= count
+                        ? count
+                        : std::max(m0, std::max<int64_t>(0, std::min(t_hi, count - pixels)) /
+                                           EL * EL);
+                for (int64_t n = 0; n < ntaps; ++n) {
+                  A* edge = wb + n * t_padded;
+                  const A* row = w_ptr[n];
+                  const int64_t f = mask_index_p[n];
+                  for (int64_t t = 0; t < m0; t += EL)
+                    store(edge + t, edge_masks.apply(load<kEdgeBytes>(row + t), t + f));
+                  for (int64_t t = m1; t < count; t += EL)
+                    store(edge + t, edge_masks.apply(load<kEdgeBytes>(row + t), t + f));
+                  w_edge[n] = edge;
+                }
+                lane_gather(w_edge, 0, m0);
+                lane_gather(w_ptr, m0, m1);
+                lane_gather(w_edge, m1, count);
+              } else {
+                lane_gather(w_ptr, 0, count);
+              }
               continue;
             }
             // Weights read in place take the vectors reaching beside their rows (outside

@@ -482,13 +482,16 @@ const T* weight_footprint_end(const Geometry& g, View6<const T> w) {
          (g.Kw - 1) * w.s.v + (g.Ho - 1) * w.s.i + (g.Wo - 1) * w.s.j;
 }
 
-// Fetches bytes [p, p + bytes) a cache line at a time, into L2 (Locality 2) or L1 (3). The
+// Fetches the cache lines of bytes [p, p + bytes) into L2 (Locality 2) or L1 (3). The
 // weights read in place are K*K concurrent row streams (49 at K=7), more than the hardware
-// prefetcher follows, so the kernels fetch each tap's next row by hand.
+// prefetcher follows, so the kernels fetch each tap's next row by hand: every line the row
+// touches (a misaligned row's last line included).
 template <int Locality>
 inline void prefetch_bytes(const void* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64)
-    __builtin_prefetch(static_cast<const char*>(p) + off, 0, Locality);
+  const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
+  const auto last = reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes);
+  for (uintptr_t line = first; line < last; line += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(line), 0, Locality);
 }
 
 // Stages rows [row0, row0 + rows) of every tap's weight plane (columns col0 + k): tap t
