@@ -330,9 +330,10 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
   // 0.91-1.0x at stride 2 (AVX-512 and AVX2). At 14x14 (56-byte rows) it was faster warm
   // but up to 1.17x slower from cold caches, so narrower rows are staged. A stager for no
   // rows (it allocates nothing) answers whether its weights can be read in place.
-  // With channels on the lanes, a row's ends are copied (see below): in place took 0.74-0.80x
-  // the time at 56x56 (224-byte rows) but 1.1-1.3x at 28x28 and stride 2 (112 bytes), where
-  // the staged blocks are whole planes with no halo rows staged twice.
+  // With channels on the lanes, a row's ends are copied (see below): in place took 0.70-0.77x
+  // the time at 56x56 (224-byte rows, fp32 and fp64) and fp64 28x28, but fp32 took 1.08-1.32x
+  // at 28x28 and stride 2 (112 bytes), where the staged blocks are whole planes with no halo
+  // rows staged twice (docs/design.md).
   bool in_place = false;
   if constexpr (InPlaceWeightStager<Stager, A>)
     in_place = make_stager(0, 0).in_place() &&
@@ -431,9 +432,9 @@ void grad_input_gather(const Geometry& g, View4<const T> gy, View4<T> gx, MakeSt
                 // The lane gather reads single weights, so row ends cannot be masked in
                 // registers: the columns below m0 and from m1 (covering those outside
                 // [t_lo, t_hi)) are copied masked into the tap's scratch line, the columns
-                // between are read in place. Each edge spans a block of pixels at least:
-                // edges of 3 pixels took narrower blocks with fewer accumulators (at 28x28,
-                // 1.3x the staged weights' time).
+                // between are read in place. Each edge spans a block of pixels at least, so
+                // that it runs in full blocks (lane_gather_row_any halves the block, and the
+                // accumulators, for fewer pixels).
                 constexpr int64_t EL = kLanes<A, kEdgeBytes>;
                 const int64_t pixels = kLaneAccumulators / std::min<int64_t>(4, cg / VL);
                 const int64_t m0 =
