@@ -161,6 +161,18 @@ def pixel_major(w: torch.Tensor) -> torch.Tensor:
     return w.permute(0, 4, 5, 1, 2, 3).contiguous().permute(0, 3, 4, 5, 1, 2)
 
 
+def flanked_by_non_finite(w: torch.Tensor) -> torch.Tensor:
+    """A copy of ``w`` whose rows lie in a wider buffer, each flanked by NaN and +-inf (what the
+    kernels must never let reach a result when they read whole vectors past a row's ends)."""
+    Wo = w.shape[-1]
+    wide = torch.full((*w.shape[:-1], Wo + 40), float("nan"), dtype=w.dtype)
+    wide[..., :20:2] = float("inf")
+    wide[..., Wo + 21::2] = -float("inf")
+    flanked = wide[..., 20:20 + Wo]
+    flanked.copy_(w)
+    return flanked
+
+
 def check_backward(case: Case, dtype, channels_last, seed, device="cpu", pixel_major_weight=False):
     """Both gradients through autograd on ``device`` against the fp64 reference's; with
     pixel_major_weight, the weight (and so its gradient) is laid out pixel-major."""

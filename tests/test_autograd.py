@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import involution_ext  # noqa: F401  (registers the op)
-from helpers import (Case, assert_close_scaled, check_backward, cpu_and_cuda, random_cases,
-                     reference_grads, to_device)
+from helpers import (Case, assert_close_scaled, check_backward, cpu_and_cuda, flanked_by_non_finite,
+                     random_cases, reference_grads, to_device)
 
 CASES = random_cases(80, seed=99)
 
@@ -51,11 +51,7 @@ def test_grad_input_ignores_what_lies_beside_weight_rows(dtype, channels_last, k
     for i, case in enumerate(cases):
         x, w = case.tensors(dtype, channels_last=channels_last, seed=i)
         Ho, Wo = case.out
-        wide = torch.full((*w.shape[:-1], Wo + 40), float("nan"), dtype=dtype)
-        wide[..., :20:2] = float("inf")
-        wide[..., Wo + 21::2] = -float("inf")
-        flanked = wide[..., 20:20 + Wo]
-        flanked.copy_(w)
+        flanked = flanked_by_non_finite(w)
         gy = torch.randn(case.B, case.C, Ho, Wo, generator=torch.Generator().manual_seed(i), dtype=dtype)
         if channels_last:
             gy = gy.contiguous(memory_format=torch.channels_last)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import involution_ext
-from helpers import (ISAS, Case, assert_close_scaled, check_backward, check_forward, cpu_and_cuda, involution_loops,
-                     pixel_major, random_cases, to_device)
+from helpers import (ISAS, Case, assert_close_scaled, check_backward, check_forward, cpu_and_cuda,
+                     flanked_by_non_finite, involution_loops, pixel_major, random_cases, to_device)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 CASES = random_cases(240, seed=1234)
@@ -41,11 +41,12 @@ def test_rednet_stage_shape(dtype, kernel_device):
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
-def test_non_contiguous_inputs(device):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_non_contiguous_inputs(dtype, device):
     """Sliced / transposed views and a pixel-major weight are read in place."""
     case = Case(B=2, C=12, G=3, H=9, W=11, K=(3, 3), stride=(1, 2), padding=(1, 1), dilation=(1, 1))
-    x, w = case.tensors(torch.float32)
-    x_big = torch.randn(2, 24, 9, 22, device=device)
+    x, w = case.tensors(dtype)
+    x_big = torch.randn(2, 24, 9, 22, device=device, dtype=dtype)
     x_view = x_big[:, ::2, :, ::2]  # non-contiguous in every dim but H
     x_view.copy_(x)
     Ho, Wo = case.out
@@ -58,7 +59,27 @@ def test_non_contiguous_inputs(device):
     assert not w_pm.is_contiguous()
     for xi, wi in [(x_view, wd), (xd, w_pm), (x_view, w_pm), (xd.transpose(2, 3).contiguous().transpose(2, 3), wd)]:
         y = torch.ops.involution.forward(xi, wi, *case.args())
-        assert_close_scaled(y.cpu(), ref, scale, torch.float32, "non-contiguous")
+        assert_close_scaled(y.cpu(), ref, scale, dtype, f"non-contiguous {dtype}")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_ignores_what_lies_beside_weight_rows(dtype, channels_last, kernel_device):
+    """The forward reads weight rows in place as whole vectors, past a row's end (fp16/bf16
+    widened as they are loaded): here every row is flanked by NaN and inf (a view into a wider
+    buffer), which may reach only output lanes that are never stored. 16 channels per group
+    in channels_last take the gather with channels on the lanes; 4 take the column lanes."""
+    for C, G in [(4, 1), (32, 2)]:
+        cases = [Case(B=2, C=C, G=G, H=9, W=W, K=K, stride=(s, s), padding=(p, p), dilation=(1, 1))
+                 for W, K, s, p in [(7, (3, 3), 1, 1), (14, (7, 7), 1, 3), (20, (3, 3), 1, 1), (28, (7, 7), 1, 3),
+                                    (33, (5, 3), 2, 2), (41, (3, 3), 1, 1)]]
+        for i, case in enumerate(cases):
+            x, w = case.tensors(dtype, channels_last=channels_last, seed=i)
+            flanked = flanked_by_non_finite(w)
+            y = torch.ops.involution.forward(*to_device(kernel_device, x, flanked), *case.args())
+            ref = involution_loops(x, w, *case.args())
+            scale = involution_loops(x.abs(), w.abs(), *case.args())
+            assert_close_scaled(y.cpu(), ref, scale, dtype, f"forward {case} {dtype}")
 
 
 def test_isas_agree_bitwise_for_fp64():

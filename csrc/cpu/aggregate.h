@@ -21,12 +21,13 @@ namespace involution::cpu::INVOLUTION_NS {
 namespace {
 
 // One block of CB channels of one output row: out[c][j] = sum over taps of
-// wp[tap][j] * x[c * channel_stride + row_offset + tap_offset[tap] + j]. Its own function
-// with scalar arguments, kept out of line: inlined into the task loop, GCC kept the
-// accumulators (or the tap tables and loop bound) on the stack, reloaded every tap.
-template <typename T, int VB, int CB, typename A>
+// wp[tap][j] * x[c * channel_stride + row_offset + tap_offset[tap] + j], the weights of type
+// W (A, or fp16/bf16 widened as they are loaded). Its own function with scalar arguments,
+// kept out of line: inlined into the task loop, GCC kept the accumulators (or the tap tables
+// and loop bound) on the stack, reloaded every tap.
+template <typename T, int VB, int CB, typename A, typename W>
 __attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y_sw,
-                                                const A* const* wp, const A* x,
+                                                const W* const* wp, const A* x,
                                                 int64_t channel_stride, int64_t row_offset,
                                                 const int64_t* tap_offset, int64_t taps,
                                                 int64_t wo, int64_t wo_padded) {
@@ -34,7 +35,7 @@ __attribute__((noinline)) void gather_row_block(T* yrow, int64_t y_sc, int64_t y
   for (int64_t j = 0; j < wo_padded; j += VL) {
     Vec<A, VB> acc[CB] = {};
     for (int64_t tap = 0; tap < taps; ++tap) {
-      const Vec<A, VB> wv = load<VB>(wp[tap] + j);
+      const Vec<A, VB> wv = load_as_acc<VB, A>(wp[tap] + j);
       const A* xp = x + row_offset + tap_offset[tap] + j;
 #pragma GCC unroll 16
       for (int c = 0; c < CB; ++c) acc[c] += wv * load<VB>(xp + c * channel_stride);
@@ -187,11 +188,14 @@ bool group_fills_vectors(const Geometry& g) {
   return g.channels_per_group() % kLanes<A, VB> == 0;
 }
 
-// WeightRows (one per thread, from make_rows(wo_padded, rows_per_task)):
+// WeightRows (one per thread, from make_rows(wo_padded, rows_per_task, lanes), lanes a
+// std::bool_constant: whether the channels-on-lanes gather will read the rows):
 //   void begin_task(int64_t b, int64_t grp, int64_t i0, int64_t i1);
-//   const A* const* row(int64_t i);  // per tap: wo_padded weights of output row i
-// Lanes j >= Wo of a weight row may hold anything finite: they feed only output lanes
-// that are never stored.
+//   const W* const* row(int64_t i);  // per tap: wo_padded weights of output row i
+// W is A, or, for the column lanes only, a type load_as_acc widens (fp16/bf16 rows read in
+// place): the lanes broadcast one weight per pixel, which a widening load would cost
+// several instructions each. Lanes j >= Wo of a weight row may hold anything: they feed
+// only output lanes that are never stored.
 // weight_row_bytes: what WeightRows buffers per output row (0 when it reads the weights in place).
 template <typename T, int VB, typename MakeWeightRows>
 void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightRows&& make_rows,
@@ -203,10 +207,10 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
   const int64_t wo_padded = round_up(g.Wo, VL);
   const RowTasks tasks = staged_row_tasks<T>(g, wo_padded, weight_row_bytes, order);
   // Per task: stage its input rows, then body(staged, weights of row i, b, grp, i, i0) per row.
-  auto run_tasks = [&](auto make_staged, auto&& body) {
+  auto run_tasks = [&](auto lanes, auto make_staged, auto&& body) {
     at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
       auto xs = make_staged();
-      auto rows = make_rows(wo_padded, tasks.per);
+      auto rows = make_rows(wo_padded, tasks.per, lanes);
       for (int64_t task = begin; task < end; ++task) {
         const auto [b, grp, i0, i1] = tasks[task];
         xs.stage(x, b, grp, i0, i1);
@@ -219,7 +223,7 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
     return y.data + b * y.s.b + grp * cg * y.s.c + i * y.s.h;
   };
   if (group_fills_vectors<A, VB>(g) && (y.s.c == 1 || g.Wo <= VL)) {
-    return run_tasks([&] { return StagedPixels<T, A>(g, tasks.per); },
+    return run_tasks(std::true_type{}, [&] { return StagedPixels<T, A>(g, tasks.per); },
                      [&](const StagedPixels<T, A>& xs, const A* const* wp, int64_t b,
                          int64_t grp, int64_t i, int64_t i0) {
       const A* xrow = xs.buf.data() + xs.row_offset(i - i0);
@@ -230,8 +234,8 @@ void forward_gather(const Geometry& g, View4<const T> x, View4<T> y, MakeWeightR
       });
     });
   }
-  run_tasks([&] { return StagedInput<T, A>(g, wo_padded, tasks.per); },
-            [&](const StagedInput<T, A>& xs, const A* const* wp, int64_t b, int64_t grp,
+  run_tasks(std::false_type{}, [&] { return StagedInput<T, A>(g, wo_padded, tasks.per); },
+            [&](const StagedInput<T, A>& xs, const auto* const* wp, int64_t b, int64_t grp,
                 int64_t i, int64_t i0) {
     for_each_channel_block(cg, [&](auto cb, int64_t c0) {
       gather_row_block<T, VB, decltype(cb)::value>(

@@ -205,7 +205,7 @@ int64_t grad_input_rows_per_task(const Geometry& g, int64_t width) {
 
 template <typename T, int VB>
 void fused_forward_impl(const Geometry& g, View4<const T> x, const SpanArgs<T>& span, View4<T> y) {
-  forward_gather<T, VB>(g, x, y, [&](int64_t wo_padded, int64_t max_rows) {
+  forward_gather<T, VB>(g, x, y, [&](int64_t wo_padded, int64_t max_rows, auto /*lanes*/) {
     return SpanWeightRows<T, VB>(g, span, wo_padded, max_rows);
   }, (g.taps() + span.R) * round_up(g.Wo, kLanes<acc_t<T>, VB>) * int64_t(sizeof(acc_t<T>)),
      TaskOrder::kGroupsInner);
