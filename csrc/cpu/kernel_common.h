@@ -133,18 +133,28 @@ constexpr bool has_vector_conversion() {
   return false;
 }
 
+// 8 values of a half type widened to fp32 in a register (bf16: the high half of an fp32);
+// called only where has_vector_conversion<T, float>(). Used by convert8_to_acc and
+// load_as_acc; widen16 below is its AVX-512 twin.
+#if defined(__AVX2__) || defined(__F16C__)
+template <typename T>
+inline __m256 widen8(const T* __restrict src) {
+  const __m128i narrow = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<T, c10::Half>) return _mm256_cvtph_ps(narrow);
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, c10::BFloat16>)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(narrow), 16));
+#endif
+}
+#endif
+
 // 8 values each way; called only where has_vector_conversion<T, float>().
 template <typename T>
 inline void convert8_to_acc(float* __restrict dst, const T* __restrict src) {
-#if defined(__F16C__)
-  if constexpr (std::is_same_v<T, c10::Half>)
-    _mm256_storeu_ps(dst, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src))));
-#endif
-#if defined(__AVX2__)
-  if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-    _mm256_storeu_ps(dst, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
-  }
+#if defined(__AVX2__) || defined(__F16C__)
+  _mm256_storeu_ps(dst, widen8(src));
 #endif
 }
 
@@ -173,13 +183,16 @@ inline void convert8_from_acc(T* __restrict dst, const float* __restrict src) {
 // (B=8, bf16 forward with the widened loads, AVX-512: 0.88-0.95x the time at 56x56 and 28x28
 // in NCHW, 0.86-0.97x in channels_last, whose gather reads converted weight rows).
 template <typename T>
-inline void convert16_to_acc(float* __restrict dst, const T* __restrict src) {
+inline __m512 widen16(const T* __restrict src) {
   const __m256i narrow = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-  if constexpr (std::is_same_v<T, c10::Half>) _mm512_storeu_ps(dst, _mm512_cvtph_ps(narrow));
-  if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    const __m512i wide = _mm512_slli_epi32(_mm512_cvtepu16_epi32(narrow), 16);
-    _mm512_storeu_ps(dst, _mm512_castsi512_ps(wide));
-  }
+  if constexpr (std::is_same_v<T, c10::Half>) return _mm512_cvtph_ps(narrow);
+  if constexpr (std::is_same_v<T, c10::BFloat16>)
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(narrow), 16));
+}
+
+template <typename T>
+inline void convert16_to_acc(float* __restrict dst, const T* __restrict src) {
+  _mm512_storeu_ps(dst, widen16(src));
 }
 
 template <typename T>
@@ -253,29 +266,21 @@ constexpr bool loads_as_acc() {
 #endif
 }
 
-// One vector of A from kLanes<A, VB> values of T, converted as convert_to_acc would.
+// One vector of A from kLanes<A, VB> values of T, converted as convert_to_acc would: the
+// widening of convert8_to_acc / convert16_to_acc, kept in a register (intrinsics: from
+// generic vector code GCC widened the two halves apart, 5 instructions).
 template <int VB, typename A, typename T>
 inline Vec<A, VB> load_as_acc(const T* p) {
   static_assert(loads_as_acc<T, A, VB>());
-  constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;  // bf16: the high half of an fp32
-  // Intrinsics: from generic vector code GCC widened the two halves apart (5 instructions).
   if constexpr (std::is_same_v<T, A>) {
     return load<VB>(p);
 #if defined(__AVX512F__)
   } else if constexpr (VB == 64) {
-    const __m256i narrow = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    if constexpr (bf16)
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(narrow), 16));
-    else
-      return _mm512_cvtph_ps(narrow);
+    return widen16(p);
 #endif
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__F16C__)
   } else if constexpr (VB == 32) {
-    const __m128i narrow = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    if constexpr (bf16)
-      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(narrow), 16));
-    else
-      return _mm256_cvtph_ps(narrow);
+    return widen8(p);
 #endif
   }
 }
