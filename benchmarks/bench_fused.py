@@ -1,7 +1,8 @@
 """Fused kernel generation: one ``Involution2d`` with ``fused=True`` (the span conv inside
 ``involution::fused_forward``) against ``fused=False`` (the span conv, then
 ``involution::forward``), side by side in one run, at RedNet's four stage shapes (K=7, 16
-channels per group, r=4), batch 1 and 8, NCHW and channels_last.
+channels per group, r=4), batch 1 and 8, NCHW and channels_last. The two are timed in
+alternation (common.timeit_side_by_side); a speed-up is the median of the per-round ratios.
 
 Prints forward and forward+backward times and the fused path's speed-up, and the activation
 bytes autograd keeps for backward (storages counted once, through saved_tensors_hooks;
@@ -16,8 +17,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import (copy_bandwidth_gbps, machine, noisy, report_disturbance,  # the script's folder
-                    saved_activation_bytes, timeit, until_stopped, versus, write_results)
+from common import (copy_bandwidth_gbps, machine, median_and_spread, noisy,  # the script's folder
+                    ratio_side_by_side, report_disturbance, saved_activation_bytes, timeit_side_by_side,
+                    until_stopped, versus, write_results)
 
 import involution_ext
 from involution_ext import Involution2d
@@ -26,18 +28,18 @@ STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]
 TARGET_FWD, TARGET_FWD_BWD, TARGET_MEMORY = 1.5, 1.3, 3.0
 
 
-def measure(module, x, train, reps, budget):
-    device = x.device
+def prepare(module, x, train):
+    """The callable that one timed repetition runs: a forward, or a forward and backward."""
     if not train:
         def run():
             with torch.no_grad():
                 module(x)
-        return timeit(run, device, reps, budget)
+        return run
     xg = x.detach().requires_grad_()
 
     def run():
         module(xg).sum().backward()
-    return timeit(run, device, reps, budget)
+    return run
 
 
 def main(argv=None):
@@ -45,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per measurement")
+    parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per layer and pass")
     parser.add_argument("--out", default="", help="result file stem (default bench_fused_<device>)")
     parser.add_argument("--results-dir", default="", help="folder for JSON + PNG (default build/benchmarks)")
     args = parser.parse_args(argv)
@@ -78,13 +80,15 @@ def main(argv=None):
                     xg = x.detach().requires_grad_()
                     mem_unfused, mem_fused = saved_activation_bytes(unfused, xg), saved_activation_bytes(fused, xg)
                     for train in (False, True):
-                        t_unfused = measure(unfused, x, train, reps, budget)
-                        t_fused = measure(fused, x, train, reps, budget)
+                        times = timeit_side_by_side({"unfused": prepare(unfused, x, train),
+                                                     "fused": prepare(fused, x, train)}, device, reps, 2 * budget)
+                        t_unfused, t_fused = median_and_spread(times["unfused"]), median_and_spread(times["fused"])
                         row = {"batch": batch, "channels": channels, "size": size,
                                "layout": "channels_last" if channels_last else "NCHW",
                                "pass": "fwd+bwd" if train else "fwd", "unfused_ms": t_unfused[0],
                                "unfused_spread_ms": t_unfused[1], "fused_ms": t_fused[0],
-                               "fused_spread_ms": t_fused[1], "speedup": t_unfused[0] / t_fused[0],
+                               "fused_spread_ms": t_fused[1],
+                               "speedup": ratio_side_by_side(times["unfused"], times["fused"]),
                                "saved_mib_unfused": mem_unfused / 2**20, "saved_mib_fused": mem_fused / 2**20}
                         rows.append(row)
                         shape = f"B={batch} C={channels} H={size}"
@@ -101,7 +105,7 @@ def main(argv=None):
         verdict = ("no verdict: " + ("disturbed run" if disturbed else "noisy")) if disturbed or shaky else (
             "meets" if r["speedup"] >= target else "MISSES")
         print(f"B={r['batch']} C={r['channels']} H={r['size']} {r['layout']} {r['pass']}: fused is "
-              f"{versus(r['unfused_ms'], r['fused_ms'])} than unfused (target >= {target}x faster: {verdict}); "
+              f"{versus(r['speedup'], 1.0)} than unfused (target >= {target}x faster: {verdict}); "
               f"saves {r['saved_mib_unfused'] / r['saved_mib_fused']:.2f}x less for backward (target >= "
               f"{TARGET_MEMORY}x: {'meets' if r['saved_mib_unfused'] >= TARGET_MEMORY * r['saved_mib_fused'] else 'MISSES'})")
     write_results(args.results_dir, out, {"machine": info, "rows": rows},

@@ -27,8 +27,9 @@ import types
 
 import torch
 import torch.nn.functional as F
-from common import (copy_bandwidth_gbps, machine, noisy, rate, report_disturbance,  # the script's folder
-                    saved_activation_bytes, timeit, until_stopped, versus, write_results)
+from common import (copy_bandwidth_gbps, machine, median_and_spread, noisy, rate,  # the script's folder
+                    ratio_side_by_side, report_disturbance, saved_activation_bytes, timeit_side_by_side,
+                    until_stopped, versus, write_results)
 from torch import nn
 
 import involution_ext
@@ -110,7 +111,8 @@ def measure_memory(names, device, rows, batch=8):
         print(f"{'saved for backward b' + str(batch):<30}{name:<18}{mib:10.0f} MiB{mib / base:24.2f}x", flush=True)
 
 
-def measure(model, batch, channels_last, train, reps, budget, device, amp=None):
+def prepare(model, batch, channels_last, train, device, amp=None):
+    """The callable that one timed repetition runs: an inference, or a training step."""
     model = model.to(device)
     x = torch.randn(batch, 3, 224, 224, device=device)
     if channels_last:
@@ -124,7 +126,7 @@ def measure(model, batch, channels_last, train, reps, budget, device, amp=None):
             with torch.no_grad(), autocast():
                 return model(x)
 
-        return timeit(infer, device, reps, budget)
+        return infer
     model.train()
     target = torch.randint(0, 1000, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -138,14 +140,16 @@ def measure(model, batch, channels_last, train, reps, budget, device, amp=None):
         scaler.step(opt)
         scaler.update()
 
-    return timeit(step, device, reps, budget)
+    return step
 
 
 def measure_all(args, settings, names, reps, budget, device, amp, rows):
-    """Appends one row per (setting, model) to `rows` as it is measured."""
+    """Appends one row per (setting, model) to `rows`, a setting at a time. The models of a
+    setting are timed side by side (common.timeit_side_by_side), and each ratio to ResNet-50 is
+    the median of the per-round ratios, so a load that changes during the run does not bias it."""
     for mode, batch, cl in settings:
         setting = f"{mode} b{batch} {'channels_last' if cl else 'NCHW'}"
-        base = None
+        runs = {}
         for name in names:
             if args.quick and name in ("rednet38", "rednet101"):
                 continue
@@ -154,12 +158,16 @@ def measure_all(args, settings, names, reps, budget, device, amp, rows):
             if name.endswith("_compiled") and mode == "train step":
                 continue
             torch.manual_seed(0)
-            median, spread = measure(build(name), batch, cl, mode == "train step", reps, budget, device, amp)
-            base = median if name == "resnet50" else base
+            runs[name] = prepare(build(name), batch, cl, mode == "train step", device, amp)
+        times = timeit_side_by_side(runs, device, reps, budget * len(runs))
+        del runs
+        for name, ms in times.items():
+            median, spread = median_and_spread(ms)
+            ratio = ratio_side_by_side(ms, times["resnet50"])
             rows.append({"setting": setting, "model": name, "ms": median, "spread_ms": spread,
-                         "images_per_s": batch / (median * 1e-3), "ratio_to_resnet50": median / base})
+                         "images_per_s": batch / (median * 1e-3), "ratio_to_resnet50": ratio})
             print(f"{setting:<30}{name:<18}{median:10.1f}{spread:9.1f}{rate(batch / (median * 1e-3)):>10}"
-                  f"{median / base:13.2f}x", flush=True)
+                  f"{ratio:13.2f}x", flush=True)
 
 
 # RedNet-50 / ResNet-50 targets: equal efficiency would give 0.65x the time (2.65 vs 4.1
@@ -183,7 +191,7 @@ def verdicts(rows, disturbed):
             what = f"keeps {ratio:.2f}x ResNet-50's activation memory"
             shaky = []
         else:
-            what = f"takes {ratio:.2f}x ResNet-50's time ({versus(same['resnet50']['ms'], r['ms'])})"
+            what = f"takes {ratio:.2f}x ResNet-50's time ({versus(1.0, ratio)})"
             shaky = [m for m in ("rednet50", "resnet50") if noisy(same[m]["ms"], same[m]["spread_ms"])]
         if shaky or (disturbed and kind != "saved for backward"):
             verdict = "no verdict: " + ("disturbed run" if disturbed else f"noisy {', '.join(shaky)}")
@@ -192,11 +200,12 @@ def verdicts(rows, disturbed):
         text = f"{setting}: RedNet-50 {what} (target <= {target}x: {verdict})"
         for other, label in (("rednet50_unfused", "the unfused op"), ("rednet50_unfold", "unfold aggregation")):
             if other in same and "ms" in r:
-                text += f"; {versus(same[other]['ms'], r['ms'])} than RedNet-50 with {label}"
+                text += f"; {versus(same[other]['ratio_to_resnet50'], ratio)} than RedNet-50 with {label}"
             elif other in same:
                 text += f"; {same[other]['mib'] / r['mib']:.2f}x less than RedNet-50 with {label}"
         if "rednet50_compiled" in same and "resnet50_compiled" in same:
-            text += (f"; under torch.compile {same['rednet50_compiled']['ms'] / same['resnet50_compiled']['ms']:.2f}x"
+            compiled = same["rednet50_compiled"]["ratio_to_resnet50"] / same["resnet50_compiled"]["ratio_to_resnet50"]
+            text += (f"; under torch.compile {compiled:.2f}x"
                      " ResNet-50's time")
         lines.append(text)
     return lines
@@ -210,7 +219,8 @@ def main(argv=None):
     parser.add_argument("--results-dir", default="", help="folder for JSON + PNG (default build/benchmarks)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none", help="autocast dtype")
-    parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per model (default 4, quick 1)")
+    parser.add_argument("--budget", type=float, default=0.0, help="seconds of timing per model, spent in rounds that time "
+                        "a setting's models side by side (default 4, quick 1)")
     parser.add_argument("--models", default="",
                         help="comma list (default: resnet50, rednet26/38/50/101, rednet50_unfused, rednet50_unfold)")
     parser.add_argument("--compile", action="store_true",

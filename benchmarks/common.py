@@ -59,10 +59,41 @@ def timeit(fn, device, min_reps, budget_s, before=None):
         fn()
         sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
+    return median_and_spread(times)
+
+
+def median_and_spread(times_ms):
+    """Median and spread (max - min of the middle half) of repeated timings, in ms."""
+    times = sorted(times_ms)
     q = len(times) // 4
     mid = times[q : len(times) - q] or times
     return statistics.median(times), mid[-1] - mid[0]
+
+
+def timeit_side_by_side(fns, device, min_rounds, budget_s):
+    """Times several callables side by side, so that their ratios are not biased by a machine
+    load that drifts during the run: two warm-up calls of each, then rounds in which each runs
+    once, in turn, until there are `min_rounds` rounds and `budget_s` seconds (all of them
+    together) are spent, 200 rounds at most. Returns {name: [ms in each round]}."""
+    for fn in fns.values():
+        fn()
+        fn()
+    sync(device)
+    times = {name: [] for name in fns}
+    start, rounds = time.perf_counter(), 0
+    while rounds < min_rounds or (time.perf_counter() - start < budget_s and rounds < 200):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        rounds += 1
+    return times
+
+
+def ratio_side_by_side(times_ms, reference_ms):
+    """The median over rounds of time / reference time, both from timeit_side_by_side."""
+    return statistics.median(t / r for t, r in zip(times_ms, reference_ms))
 
 
 # A measurement whose spread (middle half) exceeds this fraction of its median, or copy

@@ -8,7 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from bench_models import verdicts  # noqa: E402
-from common import bandwidth_drift, last_level_cache_bytes, noisy, rate, timeit, versus  # noqa: E402
+from common import (bandwidth_drift, last_level_cache_bytes, median_and_spread, noisy, rate,  # noqa: E402
+                    ratio_side_by_side, timeit, timeit_side_by_side, versus)
 
 import torch  # noqa: E402
 
@@ -65,6 +66,20 @@ def test_timeit_runs_before_ahead_of_every_timed_call():
     assert calls[:2] == ["fn", "fn"]  # the warm-up, with nothing before it
     timed = calls[2:]
     assert len(timed) >= 8 and timed == ["before", "fn"] * (len(timed) // 2)
+
+
+def test_side_by_side_timing_alternates_the_callables():
+    calls = []
+    times = timeit_side_by_side({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                torch.device("cpu"), 3, 0.0)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3  # two warm-ups each, then rounds in turn
+    assert list(times) == ["a", "b"] and len(times["a"]) == len(times["b"]) == 3
+
+
+def test_side_by_side_ratio_is_the_median_of_per_round_ratios():
+    # Per-round ratios 0.25, 2/3, 1.5: their median, not the ratio of the medians (2 / 4).
+    assert ratio_side_by_side([1.0, 2.0, 6.0], [4.0, 3.0, 4.0]) == 2.0 / 3.0
+    assert median_and_spread([5.0, 1.0, 3.0, 2.0, 4.0]) == (3.0, 2.0)  # middle half: 2, 3, 4
 
 
 def test_last_level_cache_is_the_largest_reported(monkeypatch, tmp_path):
