@@ -46,20 +46,7 @@ def sync(device):
 def timeit(fn, device, min_reps, budget_s, before=None):
     """Median and spread (max - min of the middle half) in ms after a warm-up; `before`, if
     given, runs untimed ahead of every repetition."""
-    fn()
-    fn()
-    sync(device)
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 200):
-        if before is not None:
-            before()
-            sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return median_and_spread(times)
+    return median_and_spread(timeit_side_by_side({"fn": fn}, device, min_reps, budget_s, before)["fn"])
 
 
 def median_and_spread(times_ms):
@@ -70,11 +57,12 @@ def median_and_spread(times_ms):
     return statistics.median(times), mid[-1] - mid[0]
 
 
-def timeit_side_by_side(fns, device, min_rounds, budget_s):
+def timeit_side_by_side(fns, device, min_rounds, budget_s, before=None):
     """Times several callables side by side, so that their ratios are not biased by a machine
     load that drifts during the run: two warm-up calls of each, then rounds in which each runs
     once, in turn, until there are `min_rounds` rounds and `budget_s` seconds (all of them
-    together) are spent, 200 rounds at most. Returns {name: [ms in each round]}."""
+    together) are spent, 200 rounds at most; `before`, if given, runs untimed ahead of every
+    timed call. Returns {name: [ms in each round]}."""
     for fn in fns.values():
         fn()
         fn()
@@ -83,6 +71,9 @@ def timeit_side_by_side(fns, device, min_rounds, budget_s):
     start, rounds = time.perf_counter(), 0
     while rounds < min_rounds or (time.perf_counter() - start < budget_s and rounds < 200):
         for name, fn in fns.items():
+            if before is not None:
+                before()
+                sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)

@@ -91,7 +91,8 @@ void forward(const Geometry& g, View4<const T> input, View6<const T> weight, Vie
   with_vector_width<T>(g.Wo, [&](auto vb) {
     // fp16/bf16 rows with unit column stride are widened as the column lanes load them, in
     // place, rather than converted into a buffer per output row and tap first (B=8, bf16,
-    // NCHW, AVX-512: 0.80-0.90x the time at 56x56, 28x28 and stride 2; AVX2 0.77-0.90x).
+    // NCHW, AVX-512: 0.75-0.80x the time at 56x56 and 28x28, 0.83-0.90x at stride 2; AVX2
+    // 0.77-0.90x).
     // The channels-on-lanes gather reads converted rows (see forward_gather).
     auto run = [&]<typename W>(std::type_identity<W>) {
       forward_gather<T, vb()>(g, input, out, [&](int64_t wo_padded, int64_t, auto lanes) {
